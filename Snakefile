@@ -1,0 +1,20 @@
+# pneumoflow: RSNA chest X-ray DICOMs -> arrays -> models -> report. See README.md.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

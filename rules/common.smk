@@ -1,0 +1,85 @@
+# Setup and small lookup functions shared by all rules.
+import os
+import sys
+from functools import cache
+from pathlib import Path
+
+# The package in src/ serves the Snakefile and every job, installed or not.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from pneumoflow.ids import is_plain_id, shard_name, shard_of
+from pneumoflow.jobenv import export_src_path
+from pneumoflow.split import SPLITS
+
+export_src_path()
+
+RESULTS = "results"
+SYNTH_DIR = f"{RESULTS}/synthetic"
+N_SHARDS = config["preprocess"]["shards"]
+SHARDS = [shard_name(i) for i in range(N_SHARDS)]
+
+
+wildcard_constraints:
+    shard=r"\d{2}",
+    split="|".join(SPLITS),
+    size=r"\d+",
+
+
+def get_data_dir():
+    """Folder in the RSNA layout that the manifest reads."""
+    source = config["data"]["source"]
+    if source == "synthetic":
+        return SYNTH_DIR
+    if source == "rsna":
+        return config["data"]["rsna_dir"]
+    raise ValueError(f"expected data.source synthetic or rsna, got {source!r}")
+
+
+def get_train_image_dir():
+    return f"{get_data_dir()}/stage_2_train_images"
+
+
+@cache
+def _rsna_dicoms_by_shard():
+    """{shard label: [dcm paths]} of the RSNA download, listed once per run."""
+    folder = Path(get_train_image_dir())
+    if not folder.is_dir():
+        raise ValueError(
+            f"data.rsna_dir={config['data']['rsna_dir']!r} has no stage_2_train_images/ folder; "
+            "point it at the unpacked RSNA Pneumonia Detection Challenge download"
+        )
+    shards = {s: [] for s in SHARDS}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        pid = entry.name.removesuffix(".dcm")
+        if entry.name.endswith(".dcm") and is_plain_id(pid):
+            shards[shard_name(shard_of(pid, N_SHARDS))].append(entry.path)
+    return shards
+
+
+def get_dicoms(wildcards):
+    """DICOM inputs of a job: the shard's files (all files without a shard wildcard).
+
+    Listing real files makes a changed DICOM rerun its shard. The synthetic
+    sample does not exist before the run, so its folder stands in for its files.
+    """
+    if config["data"]["source"] == "synthetic":
+        return get_train_image_dir()
+    by_shard = _rsna_dicoms_by_shard()
+    if "shard" in wildcards.keys():
+        return by_shard[wildcards.shard]
+    return [path for paths in by_shard.values() for path in paths]
+
+
+def get_array_sizes():
+    """Distinct img_size of the enabled models, e.g. [224, 256]."""
+    models = config["models"].values()
+    return sorted({m["img_size"] for m in models if m["enabled"]})
+
+
+def get_final_outputs():
+    return [f"{RESULTS}/qc/rejected.tsv"] + expand(
+        f"{RESULTS}/arrays/{{size}}px/{{split}}/{{shard}}.npz",
+        size=get_array_sizes(),
+        split=SPLITS,
+        shard=SHARDS,
+    )

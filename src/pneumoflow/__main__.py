@@ -1,0 +1,5 @@
+import sys
+
+from pneumoflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,119 @@
+"""Command line: every stage callable without Snakemake, `python -m pneumoflow STAGE ...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pneumoflow import __version__
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from pneumoflow.synth import generate
+
+    generate(args.out_dir, n=args.n, seed=args.seed, size=args.size, n_test=args.n_test)
+
+
+def _manifest(args: argparse.Namespace) -> None:
+    from pneumoflow.manifest import run_manifest
+
+    out = args.out_dir
+    run_manifest(
+        args.labels, args.classes, args.dicom_dir,
+        manifest_out=f"{out}/manifest.tsv", boxes_out=f"{out}/boxes.tsv",
+        rejected_out=f"{out}/qc/manifest_rejected.tsv", rejected_log=f"{out}/qc/manifest_rejected.tsv",
+        max_rejected_fraction=args.max_rejected_fraction, n_shards=args.shards,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+        max_images=args.max_images,
+    )  # fmt: skip
+
+
+def _dicom_to_jpg(args: argparse.Namespace) -> None:
+    from pneumoflow.convert import convert_shard
+
+    convert_shard(args.manifest, args.shard, args.dicom_dir, args.out_dir, args.rejected)
+
+
+def _masks(args: argparse.Namespace) -> None:
+    from pneumoflow.masks import masks_shard
+
+    masks_shard(args.manifest, args.boxes, args.shard, args.out_dir)
+
+
+def _arrays(args: argparse.Namespace) -> None:
+    from pneumoflow.arrays import build_arrays
+
+    build_arrays(
+        args.manifest, args.split, args.shard, args.size, args.jpg_dir, args.mask_dir, args.refused, args.out
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pneumoflow", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic RSNA-format sample")
+    p.add_argument("out_dir")
+    p.add_argument("--n", type=int, default=240, help="training images (default 240)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--size", type=int, default=1024, help="image side in pixels")
+    p.add_argument("--n-test", type=int, default=None, help="stage_2_test_images count (default n/20, >= 3)")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("manifest", help="labels + DICOM headers -> manifest.tsv, boxes.tsv, qc")
+    p.add_argument("labels", help="stage_2_train_labels.csv")
+    p.add_argument("classes", help="stage_2_detailed_class_info.csv")
+    p.add_argument("dicom_dir", help="folder of <patientId>.dcm")
+    p.add_argument("--out-dir", default="results")
+    p.add_argument("--shards", type=int, default=8)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-rejected-fraction", type=float, default=0.01)
+    p.set_defaults(func=_manifest)
+
+    p = sub.add_parser("dicom-to-jpg", help="one shard of DICOMs -> JPGs")
+    p.add_argument("manifest")
+    p.add_argument("shard", type=int)
+    p.add_argument("dicom_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--rejected", required=True, help="TSV of refused files")
+    p.set_defaults(func=_dicom_to_jpg)
+
+    p = sub.add_parser("masks", help="one shard of boxes -> PNG masks")
+    p.add_argument("manifest")
+    p.add_argument("boxes")
+    p.add_argument("shard", type=int)
+    p.add_argument("out_dir")
+    p.set_defaults(func=_masks)
+
+    p = sub.add_parser("arrays", help="one split x shard -> resized .npz")
+    p.add_argument("manifest")
+    p.add_argument("split", choices=["train", "val", "test"])
+    p.add_argument("shard", type=int)
+    p.add_argument("size", type=int)
+    p.add_argument("jpg_dir")
+    p.add_argument("mask_dir")
+    p.add_argument("refused", help="dicom_to_jpg's TSV of refused files")
+    p.add_argument("out", help="output .npz")
+    p.set_defaults(func=_arrays)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.func(args)
+    except (ValueError, OSError, RuntimeError) as exc:
+        logging.getLogger("pneumoflow").error("%s", exc)
+        return 1
+    return 0

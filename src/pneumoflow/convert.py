@@ -1,0 +1,62 @@
+"""The dicom_to_jpg stage: one shard of DICOMs -> 8-bit JPGs named <patientId>.jpg."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from pneumoflow import qc
+from pneumoflow.atomic import write_bytes
+from pneumoflow.dicomio import DicomError, copyable_jpeg, read_dataset, to_uint8
+from pneumoflow.qc import Rejection
+from pneumoflow.tables import read_manifest, write_tsv
+
+log = logging.getLogger(__name__)
+
+JPEG_QUALITY = 95
+
+
+def dicom_to_jpg_bytes(path: str | Path) -> tuple[bytes, bool]:
+    """(JPG bytes, copied) for one DICOM; copied=True when the frame was passed through.
+
+    Raises DicomError when the file cannot be read or decoded.
+    """
+    ds = read_dataset(path)
+    frame = copyable_jpeg(ds)
+    if frame is not None:
+        return frame, True
+    ok, encoded = cv2.imencode(".jpg", to_uint8(ds), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise DicomError("OpenCV could not encode the decoded image as JPG")
+    return encoded.tobytes(), False
+
+
+def convert_shard(
+    manifest_tsv: str | Path, shard: int, dicom_dir: str | Path, out_dir: str | Path, rejected_out: str | Path
+) -> dict[str, int]:
+    """Convert the shard's DICOMs into `out_dir`; refused files go to `rejected_out`.
+
+    Returns counts {"copied", "encoded", "refused"}.
+    """
+    manifest = read_manifest(manifest_tsv)
+    ids = manifest.loc[manifest["shard"] == shard, "patientId"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {"copied": 0, "encoded": 0, "refused": 0}
+    rejections = []
+    for pid in tqdm(ids, desc=f"dicom_to_jpg shard {shard}", unit="img", disable=None):
+        path = Path(dicom_dir) / f"{pid}.dcm"
+        try:
+            data, copied = dicom_to_jpg_bytes(path)
+        except DicomError as exc:
+            rejections.append(Rejection("dicom_to_jpg", str(path), pid, str(exc)))
+            counts["refused"] += 1
+            continue
+        write_bytes(out / f"{pid}.jpg", data)
+        counts["copied" if copied else "encoded"] += 1
+    write_tsv(qc.to_frame(rejections), rejected_out)
+    log.info("shard %d: %s", shard, counts)
+    return counts
