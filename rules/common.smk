@@ -14,7 +14,8 @@ from pneumoflow.split import SPLITS
 export_src_path()
 
 RESULTS = "results"
-SYNTH_DIR = f"{RESULTS}/synthetic"
+# Generated input data, like a download: kept apart from the derived results/.
+SYNTH_DIR = "data/synthetic"
 N_SHARDS = config["preprocess"]["shards"]
 SHARDS = [shard_name(i) for i in range(N_SHARDS)]
 

@@ -7,6 +7,7 @@ names, dates and institutions are never read into our data structures.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import JPEGBaseline8Bit
 
+# Projection radiography; a CT or MR slice that lands in the folder is refused.
+RADIOGRAPH_MODALITIES = ("CR", "DX")
 # Refuse declared sizes above this before any pixel allocation (a 16k x 16k CR is
 # already far beyond any chest radiograph).
 MAX_PIXELS = 16384 * 16384
@@ -38,14 +41,20 @@ class DicomInfo:
 
 
 def read_dataset(path: str | Path) -> pydicom.Dataset:
-    """Read a whole DICOM file (pixels not decoded); DicomError if it cannot be parsed."""
-    try:
-        # Real RSNA headers hold values such as a bare-number PatientAge that
-        # strict validation would warn about on every file.
-        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-        ds = pydicom.dcmread(path)
-    except Exception as exc:  # pydicom raises many types for damaged files
-        raise DicomError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    """Read a whole DICOM file (pixels not decoded); DicomError if it is damaged or cut short."""
+    # Real RSNA headers hold values such as a bare-number PatientAge that
+    # strict validation would warn about on every file.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:  # pydicom raises many types for damaged files
+            raise DicomError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    # pydicom reads a file cut short as far as it goes and only warns
+    cut_short = [w for w in caught if "end of file" in str(w.message).lower()]
+    if cut_short:
+        raise DicomError(f"truncated DICOM file ({cut_short[0].message})")
     return ds
 
 
@@ -58,11 +67,14 @@ def parse_age(value: object) -> int | None:
 def check_dataset(ds: pydicom.Dataset) -> DicomInfo:
     """Validate that `ds` holds one complete grayscale frame; return its header fields.
 
-    Raises DicomError naming the problem: no pixel data, colour, multi-frame,
-    absurd declared size, or pixel data shorter than the header promises.
+    Raises DicomError naming the problem: no pixel data, not CR/DX, colour,
+    multi-frame, absurd declared size, or pixel data shorter than the header promises.
     """
     if "PixelData" not in ds:
         raise DicomError("DICOM has no pixel data")
+    modality = str(ds.get("Modality", "") or "")
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        raise DicomError(f"modality {modality!r} is not a radiograph; need one of {RADIOGRAPH_MODALITIES}")
     for key in ("Rows", "Columns"):
         if key not in ds:
             raise DicomError(f"DICOM header lacks {key}")

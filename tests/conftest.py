@@ -1,0 +1,38 @@
+"""Shared fixtures: small real files made by the project's own generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumoflow.synth import Case, generate, write_dicom
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """A 12-image synthetic RSNA sample of 256 px (read-only: copy before changing)."""
+    out = tmp_path_factory.mktemp("sample")
+    generate(out, n=12, seed=3, size=256)
+    return out
+
+
+@pytest.fixture
+def make_dicom(tmp_path):
+    """Write a DICOM of `pixels` to tmp_path/<patient_id>.dcm and return its path."""
+
+    def make(pixels: np.ndarray, patient_id: str = "p1", *, jpeg: bool = False, **extra) -> Path:
+        path = tmp_path / f"{patient_id}.dcm"
+        write_dicom(path, pixels, Case(patient_id, "Normal"), jpeg=jpeg, **extra)
+        return path
+
+    return make
+
+
+def gradient(rows: int = 64, cols: int = 48, dtype=np.uint8, high: int = 255) -> np.ndarray:
+    """(rows, cols) image rising left to right from 0 to `high`."""
+    ramp = np.linspace(0, high, cols)
+    return np.tile(ramp, (rows, 1)).round().astype(dtype)

@@ -1,0 +1,115 @@
+"""dicom_to_jpg, masks and arrays on a generated sample, including a non-1024 image."""
+
+import shutil
+
+import cv2
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from pneumoflow.arrays import build_arrays, load_arrays
+from pneumoflow.convert import convert_shard
+from pneumoflow.manifest import run_manifest
+from pneumoflow.masks import masks_shard
+from pneumoflow.synth import Case, write_dicom
+
+
+@pytest.fixture
+def prepared(sample_dir, tmp_path):
+    """Sample + one 512x384 MONOCHROME1 16-bit DICOM with a box, after the manifest stage (1 shard)."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    pixels = np.full((512, 384), 3000, np.uint16)
+    pixels[100:200, 50:150] = 1000  # dark in MONOCHROME1 storage = bright opacity on display
+    write_dicom(
+        data / "stage_2_train_images" / "odd-size.dcm", pixels, Case("odd-size", "Lung Opacity"),
+        jpeg=False, PhotometricInterpretation="MONOCHROME1", BitsStored=12, HighBit=11,
+    )  # fmt: skip
+    with open(data / "stage_2_train_labels.csv", "a") as fh:
+        fh.write("odd-size,50,100,100,100,1\n")
+    with open(data / "stage_2_detailed_class_info.csv", "a") as fh:
+        fh.write("odd-size,Lung Opacity\n")
+    out = tmp_path / "results"
+    run_manifest(
+        data / "stage_2_train_labels.csv", data / "stage_2_detailed_class_info.csv", data / "stage_2_train_images",
+        manifest_out=out / "manifest.tsv", boxes_out=out / "boxes.tsv", rejected_out=out / "rej.tsv",
+        rejected_log=out / "rej.log.tsv", max_rejected_fraction=0.0, n_shards=1,
+        val_fraction=0.0, test_fraction=0.0, seed=1,
+    )  # fmt: skip
+    return data, out
+
+
+def test_jpg_frames_are_copied_and_others_encoded(prepared):
+    data, out = prepared
+    counts = convert_shard(
+        out / "manifest.tsv", 0, data / "stage_2_train_images", out / "jpg", out / "jrej.tsv"
+    )
+    assert counts == {"copied": 12, "encoded": 1, "refused": 0}
+    ids = pd.read_csv(out / "manifest.tsv", sep="\t").patientId
+    assert sorted(p.stem for p in (out / "jpg").glob("*.jpg")) == sorted(ids)
+    # a copied file is the DICOM's frame, byte for byte
+    pid = ids[0]
+    ds = pydicom.dcmread(data / "stage_2_train_images" / f"{pid}.dcm")
+    frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    assert (out / "jpg" / f"{pid}.jpg").read_bytes() == frame.rstrip(b"\x00")
+    # the MONOCHROME1 image is inverted: the box region is bright
+    odd = cv2.imread(str(out / "jpg" / "odd-size.jpg"), cv2.IMREAD_GRAYSCALE)
+    assert odd.shape == (512, 384)
+    assert odd[110:190, 60:140].mean() > 240 and odd[300:, 200:].mean() < 15
+
+
+def test_dicom_broken_after_manifest_is_refused_and_shard_goes_on(prepared):
+    data, out = prepared
+    ids = pd.read_csv(out / "manifest.tsv", sep="\t").patientId
+    (data / "stage_2_train_images" / f"{ids[1]}.dcm").write_bytes(b"garbage")
+    counts = convert_shard(
+        out / "manifest.tsv", 0, data / "stage_2_train_images", out / "jpg", out / "jrej.tsv"
+    )
+    assert counts["refused"] == 1 and counts["copied"] + counts["encoded"] == 12
+    refused = pd.read_csv(out / "jrej.tsv", sep="\t")
+    assert list(refused.patientId) == [ids[1]] and "unreadable DICOM" in refused.reason[0]
+    assert not (out / "jpg" / f"{ids[1]}.jpg").exists()
+
+
+def test_masks_and_arrays_line_up_with_boxes(prepared):
+    data, out = prepared
+    convert_shard(out / "manifest.tsv", 0, data / "stage_2_train_images", out / "jpg", out / "jrej.tsv")
+    assert masks_shard(out / "manifest.tsv", out / "boxes.tsv", 0, out / "masks") == 13
+    mask = cv2.imread(str(out / "masks" / "odd-size.png"), cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == (512, 384) and set(np.unique(mask)) == {0, 255}
+    ys, xs = np.nonzero(mask)
+    assert (xs.min(), ys.min(), xs.max(), ys.max()) == (50, 100, 149, 199)
+
+    n = build_arrays(
+        out / "manifest.tsv", "train", 0, 64, out / "jpg", out / "masks", out / "jrej.tsv", out / "a.npz"
+    )
+    arrays = load_arrays([out / "a.npz"])
+    assert n == 13
+    assert arrays["images"].shape == (13, 64, 64) and arrays["images"].dtype == np.uint8
+    assert arrays["masks"].shape == (13, 64, 64) and set(np.unique(arrays["masks"])) == {0, 1}
+    assert arrays["labels"].dtype == np.uint8 and arrays["patient_ids"].dtype.kind == "U"
+    i = list(arrays["patient_ids"]).index("odd-size")
+    assert arrays["labels"][i] == 1 and arrays["classes"][i] == "Lung Opacity"
+    # box x 50..150 of 384 and y 100..200 of 512, scaled to 64 px: x 8.3..25, y 12.5..25
+    ys, xs = np.nonzero(arrays["masks"][i])
+    assert abs(xs.min() - 8) <= 1 and abs(xs.max() - 24) <= 1
+    assert abs(ys.min() - 12) <= 1 and abs(ys.max() - 24) <= 1
+    # the opacity in the image sits where the mask is
+    image = arrays["images"][i].astype(float)
+    assert image[arrays["masks"][i] == 1].mean() > image[arrays["masks"][i] == 0].mean() + 150
+    # every synthetic negative has an empty mask, every positive a non-empty one
+    assert all(arrays["masks"][k].any() == bool(arrays["labels"][k]) for k in range(n))
+
+
+def test_refused_images_are_left_out_of_arrays(prepared):
+    data, out = prepared
+    ids = pd.read_csv(out / "manifest.tsv", sep="\t").patientId
+    (data / "stage_2_train_images" / f"{ids[2]}.dcm").write_bytes(b"garbage")
+    convert_shard(out / "manifest.tsv", 0, data / "stage_2_train_images", out / "jpg", out / "jrej.tsv")
+    masks_shard(out / "manifest.tsv", out / "boxes.tsv", 0, out / "masks")
+    build_arrays(
+        out / "manifest.tsv", "train", 0, 32, out / "jpg", out / "masks", out / "jrej.tsv", out / "a.npz"
+    )
+    arrays = load_arrays([out / "a.npz"])
+    assert len(arrays["images"]) == 12 and ids[2] not in set(arrays["patient_ids"])
