@@ -3,8 +3,8 @@
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
 from conftest import gradient
+from pydicom.uid import ExplicitVRLittleEndian
 
 from pneumoflow.dicomio import DicomError, check_dataset, copyable_jpeg, parse_age, read_dataset, to_uint8
 

@@ -32,7 +32,9 @@ def prepared(sample_dir, tmp_path):
         fh.write("odd-size,Lung Opacity\n")
     out = tmp_path / "results"
     run_manifest(
-        data / "stage_2_train_labels.csv", data / "stage_2_detailed_class_info.csv", data / "stage_2_train_images",
+        data / "stage_2_train_labels.csv",
+        data / "stage_2_detailed_class_info.csv",
+        data / "stage_2_train_images",
         manifest_out=out / "manifest.tsv", boxes_out=out / "boxes.tsv", rejected_out=out / "rej.tsv",
         rejected_log=out / "rej.log.tsv", max_rejected_fraction=0.0, n_shards=1,
         val_fraction=0.0, test_fraction=0.0, seed=1,
