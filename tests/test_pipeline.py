@@ -1,0 +1,207 @@
+"""End to end: the real Snakemake DAG on a tiny generated sample, up to the arrays."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pneumoflow.synth import generate
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run snakemake from the repository (so profiles/default applies) in `workdir`."""
+    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("run")
+    result = snakemake(workdir, "--configfile", str(TINY))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def _split_arrays(results: Path, size: int, split: str) -> dict[str, np.ndarray]:
+    parts = [
+        np.load(p, allow_pickle=False) for p in sorted((results / f"arrays/{size}px/{split}").glob("*.npz"))
+    ]
+    assert len(parts) == 3  # one per shard
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("images", "masks", "labels", "patient_ids")}
+
+
+def test_manifest_and_split(tiny_run):
+    manifest = pd.read_csv(tiny_run / "results/manifest.tsv", sep="\t")
+    assert len(manifest) == 30 and manifest.patientId.is_unique
+    assert set(manifest.split) == {"train", "val", "test"}
+    assert set(manifest["class"]) == {"Lung Opacity", "No Lung Opacity / Not Normal", "Normal"}
+    rejected = pd.read_csv(tiny_run / "results/qc/rejected.tsv", sep="\t")
+    assert list(rejected.columns) == ["stage", "source", "patientId", "reason"] and rejected.empty
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_arrays_shapes_dtypes_and_disjoint_splits(tiny_run, size):
+    manifest = pd.read_csv(tiny_run / "results/manifest.tsv", sep="\t")
+    seen: set[str] = set()
+    for split in ("train", "val", "test"):
+        arrays = _split_arrays(tiny_run / "results", size, split)
+        n = len(arrays["patient_ids"])
+        assert arrays["images"].shape == (n, size, size) and arrays["images"].dtype == np.uint8
+        assert arrays["masks"].shape == (n, size, size) and arrays["masks"].max() <= 1
+        ids = set(arrays["patient_ids"])
+        assert ids == set(manifest.patientId[manifest.split == split])
+        assert not ids & seen
+        seen |= ids
+        expected = manifest.set_index("patientId").loc[arrays["patient_ids"], "target"].to_numpy()
+        np.testing.assert_array_equal(arrays["labels"], expected)
+    assert len(seen) == 30
+
+
+def test_masks_line_up_with_boxes(tiny_run):
+    results = tiny_run / "results"
+    manifest = pd.read_csv(results / "manifest.tsv", sep="\t").set_index("patientId")
+    labels = pd.read_csv(tiny_run / "data/synthetic/stage_2_train_labels.csv")
+    positives = labels[labels.Target == 1].groupby("patientId")
+    assert len(positives) >= 3
+    for pid, boxes in positives:
+        mask = cv2.imread(str(results / f"masks/{manifest.shard[pid]:02d}/{pid}.png"), cv2.IMREAD_GRAYSCALE)
+        expected = np.zeros((256, 256), np.uint8)
+        for b in boxes.itertuples():
+            expected[int(b.y) : int(b.y + b.height), int(b.x) : int(b.x + b.width)] = 255
+        np.testing.assert_array_equal(mask, expected)
+    # and in the 64 px arrays, the mask of the first positive covers its scaled box
+    pid, boxes = next(iter(positives))
+    arrays = _split_arrays(results, 64, manifest.split[pid])
+    mask = arrays["masks"][list(arrays["patient_ids"]).index(pid)]
+    for b in boxes.itertuples():
+        cx, cy = int((b.x + b.width / 2) / 4), int((b.y + b.height / 2) / 4)
+        assert mask[cy, cx] == 1
+    box_area = sum(b.width * b.height for b in boxes.itertuples()) / 16  # upper bound: boxes may overlap
+    assert 0.5 * box_area <= mask.sum() <= box_area + 4 * 64
+
+
+def test_every_job_logged_and_no_patient_name_leaks(tiny_run):
+    for rule in (
+        "manifest/manifest.log",
+        "synthetic_sample.log",
+        "dicom_to_jpg/00.log",
+        "arrays/64px/val/02.log",
+    ):
+        assert (tiny_run / "logs" / rule).stat().st_size > 0, rule
+    needle = b"Fakename"
+    for folder in ("results", "logs"):
+        for path in (tiny_run / folder).rglob("*"):
+            assert path.is_dir() or needle not in path.read_bytes(), path
+
+
+def test_second_dry_run_has_nothing_to_do(tiny_run):
+    result = snakemake(tiny_run, "--configfile", str(TINY), "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """{rule: count} from the 'Job stats' table of a snakemake dry run ({} when nothing to do)."""
+    jobs, in_table = {}, False
+    for line in output.splitlines():
+        words = line.split()
+        if line.startswith("-----"):
+            in_table = True
+        elif in_table and len(words) == 2 and words[1].isdigit() and words[0] != "total":
+            jobs[words[0]] = int(words[1])
+        elif in_table:
+            break
+    return jobs
+
+
+def test_changing_a_model_size_reruns_only_its_arrays(tiny_run, tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["models"]["unet"]["img_size"] = 48
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    result = snakemake(tiny_run, "--configfile", str(changed), "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 3 splits x 3 shards at the new size, nothing upstream
+    assert planned_jobs(result.stdout + result.stderr) == {"arrays": 9, "all": 1}
+    assert "results/arrays/48px/train/00.npz" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"preprocess": {"shard": 4}}, "Additional properties are not allowed ('shard' was unexpected)"),
+        ({"split": {"seed": "forty-two"}}, "'forty-two' is not of type 'integer'"),
+        ({"data": {"source": "kaggle"}}, "'kaggle' is not one of ['synthetic', 'rsna']"),
+    ],
+)
+def test_bad_config_stops_naming_the_key(tmp_path, override, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    result = snakemake(tmp_path, "--configfile", str(bad), "-n")
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_rsna_source_refuses_a_bad_dicom_and_goes_on(tmp_path):
+    data = tmp_path / "rsna"
+    generate(data, n=20, seed=11, size=128)
+    victim = sorted((data / "stage_2_train_images").glob("*.dcm"))[0]
+    victim.write_bytes(b"\x00" * 50)
+    config = tmp_path / "rsna.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"source": "rsna", "rsna_dir": str(data)},
+                "preprocess": {"shards": 2},
+                "qc": {"max_rejected_fraction": 0.1},
+                "models": {
+                    "unet": {"enabled": False},
+                    "vgg16": {"img_size": 32},
+                    "resnet101": {"img_size": 32},
+                },
+            }  # fmt: skip
+        )
+    )
+    result = snakemake(tmp_path / "work", "--configfile", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rejected = pd.read_csv(tmp_path / "work/results/qc/rejected.tsv", sep="\t")
+    assert list(rejected.patientId) == [victim.stem] and "DICOM" in rejected.reason[0]
+    assert sorted(p.name for p in (tmp_path / "work/results/arrays").iterdir()) == ["32px"]
+    manifest = pd.read_csv(tmp_path / "work/results/manifest.tsv", sep="\t")
+    assert len(manifest) == 19
+
+
+def test_too_many_refusals_stop_the_manifest_and_keep_the_list(tmp_path):
+    data = tmp_path / "rsna"
+    generate(data, n=10, seed=12, size=128)
+    for victim in sorted((data / "stage_2_train_images").glob("*.dcm"))[:2]:
+        victim.write_bytes(b"garbage")
+    config = tmp_path / "rsna.yaml"
+    config.write_text(yaml.safe_dump({"data": {"source": "rsna", "rsna_dir": str(data)}}))
+    result = snakemake(tmp_path / "work", "--configfile", str(config))
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "2 of 10 images (20.0%) were refused" in out and "logs/manifest/rejected.tsv" in out
+    assert len(pd.read_csv(tmp_path / "work/logs/manifest/rejected.tsv", sep="\t")) == 2
+    assert not (tmp_path / "work/results/manifest.tsv").exists()
+
+
+def test_missing_rsna_folder_is_named(tmp_path):
+    config = tmp_path / "rsna.yaml"
+    config.write_text(yaml.safe_dump({"data": {"source": "rsna", "rsna_dir": str(tmp_path / "nowhere")}}))
+    result = snakemake(tmp_path, "--configfile", str(config), "-n")
+    assert result.returncode != 0
+    assert "has no stage_2_train_images/ folder" in result.stdout + result.stderr
