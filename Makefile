@@ -27,13 +27,13 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check src scripts tests benchmarks
-	$(BIN)/ruff format --check src scripts tests benchmarks
+	$(BIN)/ruff check src scripts tests
+	$(BIN)/ruff format --check src scripts tests
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 
 format: install
-	$(BIN)/ruff format src scripts tests benchmarks
+	$(BIN)/ruff format src scripts tests
 	$(BIN)/snakefmt Snakefile rules
 
 clean:
