@@ -1,0 +1,280 @@
+"""MLflow tracking shared by every training and evaluation stage.
+
+One experiment; one run per model per training, named after the model, grouped
+under a parent run per `snakemake` invocation; a run cache keyed by a
+fingerprint of (stage config, input data, stage code) so finished work is
+restored instead of redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "PNEUMOFLOW_PARENT_RUN_ID"
+FINGERPRINT_TAG = "pneumoflow.fingerprint"
+OUTPUTS = "outputs"  # artifact folder holding a stage's output files, restored by the cache
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking store cannot be reached and tracking is required."""
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """The `mlflow:` section of config.yaml."""
+
+    tracking_uri: str = "sqlite:///results/mlflow.db"
+    experiment: str = "pneumonia"
+    reuse_runs: bool = True
+    required: bool = True
+    telemetry: bool = False
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> TrackingSettings:
+        return cls(**section)
+
+    @property
+    def uri(self) -> str:
+        """MLFLOW_TRACKING_URI when set, else the configured URI."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def connect(settings: TrackingSettings):
+    """An MlflowClient for the store, or None when unreachable and not required.
+
+    Creates the sqlite file and its schema when missing. Raises
+    TrackingUnavailableError naming the URI when the store cannot be reached.
+    """
+    if not settings.telemetry:
+        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    from mlflow import MlflowClient
+
+    uri = settings.uri
+    if (db := _sqlite_path(uri)) is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        _probe(client)
+    except Exception as exc:
+        message = (
+            f"MLflow tracking store {uri} cannot be reached ({type(exc).__name__}: {str(exc)[:300]}). "
+            "Start the server, or fix mlflow.tracking_uri in config (or MLFLOW_TRACKING_URI); "
+            "set mlflow.required: false to go on without tracking."
+        )
+        if settings.required:
+            raise TrackingUnavailableError(message) from exc
+        log.warning("%s Going on WITHOUT tracking.", message)
+        return None
+    return client
+
+
+def _probe(client) -> None:
+    # MLflow retries HTTP calls for minutes by default: one quick try is enough to know.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    try:
+        client.search_experiments(max_results=1)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def experiment_id(client, settings: TrackingSettings) -> str:
+    """Id of the configured experiment, created if missing (artifacts beside an sqlite store)."""
+    found = client.get_experiment_by_name(settings.experiment)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if (db := _sqlite_path(settings.uri)) is not None:
+        location = (db.resolve().parent / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(settings.experiment, artifact_location=location)
+    except Exception:  # another job created it first
+        found = client.get_experiment_by_name(settings.experiment)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def init_store(settings: TrackingSettings) -> str | None:
+    """Create the schema and the experiment once, before jobs log in parallel; return its id."""
+    client = connect(settings)
+    return experiment_id(client, settings) if client else None
+
+
+def start_parent_run(settings: TrackingSettings, name: str, tags: Mapping[str, str]) -> str | None:
+    """Open the run grouping one pipeline invocation; its id is exported to jobs via PARENT_ENV."""
+    client = connect(settings)
+    if client is None:
+        return None
+    run = client.create_run(experiment_id(client, settings), run_name=name, tags=dict(tags))
+    os.environ[PARENT_ENV] = run.info.run_id
+    return run.info.run_id
+
+
+def end_parent_run(settings: TrackingSettings, run_id: str | None, ok: bool) -> None:
+    if run_id and (client := connect(settings)) is not None:
+        client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def fingerprint(parts: Mapping) -> str:
+    """sha256 of the JSON of `parts` (keys sorted): equal parts, equal fingerprint."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def hash_files(paths: Iterable[str | Path]) -> str:
+    """sha256 over the names and bytes of `paths`, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_cached_run(client, exp_id: str, fp: str):
+    """The newest FINISHED run of the experiment tagged with fingerprint `fp`, or None."""
+    runs = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`{FINGERPRINT_TAG}` = '{fp}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def restore_outputs(client, run_id: str, outputs: Mapping[str, str | Path]) -> None:
+    """Copy the run's artifacts outputs/<name> onto the paths in `outputs` ({name: path})."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(client.download_artifacts(run_id, OUTPUTS, tmp))
+        missing = [name for name in outputs if not (local / name).exists()]
+        if missing:
+            raise FileNotFoundError(f"run {run_id} lacks cached outputs {missing}")
+        for name, path in outputs.items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local / name, path)
+
+
+class ModelRun:
+    """One MLflow run, opened explicitly; every method is a no-op without a client.
+
+    Use as a context manager: the run ends FINISHED on success, FAILED on an
+    exception and KILLED on Ctrl-C.
+    """
+
+    def __init__(self, client, exp_id: str | None, name: str, params: Mapping, tags: Mapping[str, str]):
+        self.client, self.exp_id, self.name = client, exp_id, name
+        self.params, self.tags = dict(params), dict(tags)
+        self.run_id: str | None = None
+
+    def __enter__(self) -> ModelRun:
+        if self.client is None:
+            return self
+        tags = dict(self.tags)
+        if parent := os.environ.get(PARENT_ENV):
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.exp_id, run_name=self.name, tags=tags)
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        params = [Param(k, str(v)[:6000]) for k, v in sorted(self.params.items())]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(self.run_id, params=params[i : i + 100])
+        log.info("MLflow run %s (%s) in experiment %s", self.run_id, self.name, self.exp_id)
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self.run_id:
+            status = "FINISHED" if kind is None else "KILLED" if kind is KeyboardInterrupt else "FAILED"
+            self.client.set_terminated(self.run_id, status)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.run_id:
+            from mlflow.entities import Metric
+
+            now = _now_ms()
+            batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            if self.run_id:
+                self.client.set_tag(self.run_id, key, value)
+
+    def log_outputs(self, outputs: Mapping[str, str | Path]) -> None:
+        """Log each output file as artifact outputs/<name>, where the run cache finds it."""
+        if self.run_id:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, path in outputs.items():
+                    shutil.copyfile(path, Path(tmp) / name)
+                self.client.log_artifacts(self.run_id, tmp, OUTPUTS)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def code_version(*modules) -> str:
+    """Hash of the source files of `modules`: any edit to a stage's code changes it."""
+    return hash_files(Path(m.__file__) for m in modules)[:16]
+
+
+def run_tracked(
+    settings: TrackingSettings,
+    *,
+    name: str,
+    params: Mapping,
+    tags: Mapping[str, str],
+    fingerprint_parts: Mapping,
+    outputs: Mapping[str, str | Path],
+    run_id_out: str | Path,
+    work,
+) -> str | None:
+    """Run `work(run: ModelRun)` in a new MLflow run, or restore its outputs from a cached run.
+
+    `outputs` ({artifact name: path}) are the files `work` writes; they are logged
+    under outputs/ and restored from there when a FINISHED run with the same
+    fingerprint exists and mlflow.reuse_runs is on. The run id (empty without
+    tracking) is written to `run_id_out`. Returns the run id.
+    """
+    from pneumoflow.atomic import write_bytes
+
+    client = connect(settings)
+    exp_id = experiment_id(client, settings) if client else None
+    fp = fingerprint(fingerprint_parts)
+    cached = find_cached_run(client, exp_id, fp) if client and settings.reuse_runs else None
+    if cached is not None:
+        restore_outputs(client, cached.info.run_id, outputs)
+        log.info(
+            "restored outputs from MLflow run %s (same fingerprint %s): not retrained",
+            cached.info.run_id,
+            fp[:12],
+        )
+        run_id = cached.info.run_id
+    else:
+        with ModelRun(client, exp_id, name, params, {**tags, FINGERPRINT_TAG: fp}) as run:
+            work(run)
+            run.log_outputs(outputs)
+        run_id = run.run_id
+    write_bytes(run_id_out, (run_id or "").encode())
+    return run_id

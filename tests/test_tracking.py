@@ -1,0 +1,199 @@
+"""MLflow tracking against the sqlite default and a real `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pneumoflow import tracking
+from pneumoflow.tracking import TrackingSettings, TrackingUnavailableError
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    return TrackingSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="test")
+
+
+def _work(outputs, values):
+    def work(run):
+        for step, value in enumerate(values):
+            run.log_metrics({"train_loss": value, "val_loss": value + 1}, step=step)
+        for path in outputs.values():
+            Path(path).write_text(f"trained {values}")
+
+    return work
+
+
+def _run(settings, tmp_path, fp_parts, values=(3.0, 2.0)):
+    outputs = {"model.txt": tmp_path / "out" / "model.txt", "history.csv": tmp_path / "out" / "history.csv"}
+    (tmp_path / "out").mkdir(exist_ok=True)
+    calls = []
+    work = _work(outputs, values)
+    run_id = tracking.run_tracked(
+        settings, name="vgg16", params={"lr": 0.001, "epochs": 2}, tags={"pneumoflow.rule": "train_vgg16"},
+        fingerprint_parts=fp_parts, outputs=outputs, run_id_out=tmp_path / "out" / "run_id.txt",
+        work=lambda run: (calls.append(1), work(run)),
+    )  # fmt: skip
+    return run_id, outputs, calls
+
+
+def test_run_logs_params_metrics_tags_and_outputs(sqlite_settings, tmp_path):
+    run_id, outputs, calls = _run(sqlite_settings, tmp_path, {"cfg": 1})
+    client = tracking.connect(sqlite_settings)
+    run = client.get_run(run_id)
+    assert run.info.run_name == "vgg16" and run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.001", "epochs": "2"}
+    assert run.data.tags["pneumoflow.rule"] == "train_vgg16"
+    assert run.data.tags[tracking.FINGERPRINT_TAG] == tracking.fingerprint({"cfg": 1})
+    history = client.get_metric_history(run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(0, 3.0), (1, 2.0)]
+    assert sorted(a.path for a in client.list_artifacts(run_id, "outputs")) == [
+        "outputs/history.csv",
+        "outputs/model.txt",
+    ]
+    assert (tmp_path / "out" / "run_id.txt").read_text() == run_id
+    # artifacts sit beside the sqlite file
+    assert (tmp_path / "mlartifacts").is_dir()
+
+
+def test_cache_restores_outputs_and_skips_work(sqlite_settings, tmp_path):
+    first, outputs, calls = _run(sqlite_settings, tmp_path, {"cfg": 1, "data": "abc"})
+    assert calls == [1]
+    for path in outputs.values():
+        path.unlink()
+    second, outputs, calls = _run(sqlite_settings, tmp_path, {"cfg": 1, "data": "abc"}, values=(9.0,))
+    assert calls == [] and second == first
+    assert outputs["model.txt"].read_text() == "trained (3.0, 2.0)"  # restored, not retrained
+    third, _, calls = _run(sqlite_settings, tmp_path, {"cfg": 1, "data": "abd"})
+    assert calls == [1] and third != first
+
+
+def test_cache_off_always_trains(sqlite_settings, tmp_path):
+    settings = TrackingSettings(sqlite_settings.tracking_uri, "test", reuse_runs=False)
+    _run(settings, tmp_path, {"cfg": 1})
+    _, _, calls = _run(settings, tmp_path, {"cfg": 1})
+    assert calls == [1]
+
+
+def test_failed_work_marks_run_failed_and_is_not_reused(sqlite_settings, tmp_path):
+    def boom(run):
+        raise ValueError("diverged")
+
+    with pytest.raises(ValueError):
+        tracking.run_tracked(
+            sqlite_settings, name="unet", params={}, tags={}, fingerprint_parts={"x": 1},
+            outputs={}, run_id_out=tmp_path / "id.txt", work=boom,
+        )  # fmt: skip
+    client = tracking.connect(sqlite_settings)
+    exp = tracking.experiment_id(client, sqlite_settings)
+    runs = client.search_runs([exp])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert tracking.find_cached_run(client, exp, tracking.fingerprint({"x": 1})) is None
+
+
+def test_parent_run_groups_children(sqlite_settings, tmp_path, monkeypatch):
+    parent = tracking.start_parent_run(sqlite_settings, "pipeline", {"pneumoflow.version": "x"})
+    assert os.environ[tracking.PARENT_ENV] == parent
+    child, _, _ = _run(sqlite_settings, tmp_path, {"cfg": 2})
+    tracking.end_parent_run(sqlite_settings, parent, ok=True)
+    client = tracking.connect(sqlite_settings)
+    assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_mlflow_tracking_uri_env_overrides_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
+    assert TrackingSettings(tracking_uri="sqlite:///nowhere.db").uri.endswith("other.db")
+
+
+def _log_one(args):
+    uri, name, root = args
+    settings = TrackingSettings(tracking_uri=uri, experiment="parallel")
+    out = Path(root) / name
+    out.mkdir()
+    return tracking.run_tracked(
+        settings, name=name, params={"m": name}, tags={}, fingerprint_parts={"m": name},
+        outputs={"f.txt": out / "f.txt"}, run_id_out=out / "id.txt",
+        work=lambda run: ((out / "f.txt").write_text(name), run.log_metrics({"val_acc": 0.5}, step=0)),
+    )  # fmt: skip
+
+
+def test_three_processes_on_a_fresh_database(tmp_path):
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    tracking.init_store(TrackingSettings(tracking_uri=uri, experiment="parallel"))  # what onstart does
+    with ProcessPoolExecutor(3) as pool:
+        ids = list(pool.map(_log_one, [(uri, m, str(tmp_path)) for m in ("unet", "vgg16", "resnet101")]))
+    assert len(set(ids)) == 3 and all(ids)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "artifacts"),
+        "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start:\n" + (root / "server.log").read_text()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_real_server_run_and_cache(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = TrackingSettings(tracking_uri=mlflow_server, experiment="server-test")
+    first, outputs, calls = _run(settings, tmp_path, {"cfg": "server"})
+    client = tracking.connect(settings)
+    assert client.get_run(first).data.params["lr"] == "0.001"
+    assert [m.value for m in client.get_metric_history(first, "val_loss")] == [4.0, 3.0]
+    for path in outputs.values():
+        path.unlink()
+    second, outputs, calls = _run(settings, tmp_path, {"cfg": "server"})
+    assert calls == [] and second == first and outputs["model.txt"].exists()
+
+
+def test_unreachable_server_fails_naming_the_uri(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"http://127.0.0.1:{_free_port()}"
+    start = time.time()
+    with pytest.raises(TrackingUnavailableError, match=f"{uri} cannot be reached.*mlflow.required: false"):
+        tracking.connect(TrackingSettings(tracking_uri=uri))
+    assert time.time() - start < 30  # no minutes of retries
+
+
+def test_unreachable_server_not_required_goes_on_untracked(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = TrackingSettings(tracking_uri=f"http://127.0.0.1:{_free_port()}", required=False)
+    run_id, outputs, calls = _run(settings, tmp_path, {"cfg": 1})
+    assert run_id is None and calls == [1] and outputs["model.txt"].exists()
+    assert "WITHOUT tracking" in caplog.text
+    assert (tmp_path / "out" / "run_id.txt").read_text() == ""
