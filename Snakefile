@@ -12,6 +12,19 @@ validate(config, "schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/train.smk"
+
+
+onstart:
+    start_tracking()
+
+
+onsuccess:
+    end_tracking(ok=True)
+
+
+onerror:
+    end_tracking(ok=False)
 
 
 rule all:

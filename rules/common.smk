@@ -1,17 +1,23 @@
 # Setup and small lookup functions shared by all rules.
+import json
 import os
 import sys
+import time
 from functools import cache
 from pathlib import Path
 
 # The package in src/ serves the Snakefile and every job, installed or not.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from pneumoflow import provenance
+from pneumoflow.classifiers import ARCHS, WEIGHTS_URL
 from pneumoflow.ids import is_plain_id, shard_name, shard_of
 from pneumoflow.jobenv import export_src_path
 from pneumoflow.split import SPLITS
+from pneumoflow.tracking import TrackingSettings, end_parent_run, start_parent_run
 
 export_src_path()
+provenance.export(workflow.basedir, config)
 
 RESULTS = "results"
 # Generated input data, like a download: kept apart from the derived results/.
@@ -77,10 +83,73 @@ def get_array_sizes():
     return sorted({m["img_size"] for m in models if m["enabled"]})
 
 
+CLASSIFIERS = list(ARCHS)
+
+
+def enabled_models():
+    return [name for name, section in config["models"].items() if section["enabled"]]
+
+
+def get_arrays(model, split):
+    """The .npz files of one split at the model's img_size, all shards."""
+    size = config["models"][model]["img_size"]
+    return expand(f"{RESULTS}/arrays/{size}px/{split}/{{shard}}.npz", shard=SHARDS)
+
+
+def canonical(section, drop=()):
+    """A config section as sorted JSON: key order in a config file must not rerun a job."""
+    return json.dumps(
+        {k: v for k, v in section.items() if k not in drop}, sort_keys=True
+    )
+
+
+def get_training_settings(model):
+    """models.<model> without the switch and the job resources (they do not change the result)."""
+    return canonical(config["models"][model], drop=("enabled", "gpus", "threads"))
+
+
+def get_weights(model):
+    """The configured weight file as an input ([] when training from scratch)."""
+    path = config["models"][model]["weights"]
+    if path is not None and not Path(path).is_file():
+        raise ValueError(
+            f"models.{model}.weights={path!r}: file not found. Get torchvision's ImageNet file "
+            f"{ARCHS[model].weights_file} from {WEIGHTS_URL} and copy it there, or set weights: null"
+        )
+    return [] if path is None else [path]
+
+
 def get_final_outputs():
-    return [f"{RESULTS}/qc/rejected.tsv"] + expand(
+    outputs = [f"{RESULTS}/qc/rejected.tsv"]
+    outputs += expand(
         f"{RESULTS}/arrays/{{size}}px/{{split}}/{{shard}}.npz",
         size=get_array_sizes(),
         split=SPLITS,
         shard=SHARDS,
     )
+    for model in enabled_models():
+        if model in CLASSIFIERS:
+            outputs.append(f"{RESULTS}/models/{model}/model.pt")
+    return outputs
+
+
+TRACKING = TrackingSettings.from_config(config["mlflow"])
+_parent_run = {}
+
+
+def start_tracking():
+    """Create the MLflow schema once, before jobs log in parallel; open the parent run."""
+    if not any(m in CLASSIFIERS or m == "unet" for m in enabled_models()):
+        return
+    tags = {
+        "pneumoflow.config_hash": provenance.config_hash(config),
+        "pneumoflow.kind": "pipeline",
+    }
+    run_id = start_parent_run(
+        TRACKING, f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}", tags
+    )
+    _parent_run["id"] = run_id
+
+
+def end_tracking(ok):
+    end_parent_run(TRACKING, _parent_run.get("id"), ok)

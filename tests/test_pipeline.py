@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,9 +134,18 @@ def test_changing_a_model_size_reruns_only_its_arrays(tiny_run, tmp_path):
     changed.write_text(yaml.safe_dump(config))
     result = snakemake(tiny_run, "--configfile", str(changed), "-n")
     assert result.returncode == 0, result.stderr[-3000:]
-    # 3 splits x 3 shards at the new size, nothing upstream
+    # 3 splits x 3 shards at the new size, nothing upstream, no classifier
     assert planned_jobs(result.stdout + result.stderr) == {"arrays": 9, "all": 1}
     assert "results/arrays/48px/train/00.npz" in result.stdout + result.stderr
+
+
+def test_changing_one_classifier_reruns_only_its_training(tiny_run, tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["models"]["vgg16"]["lr"] = 0.005
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    result = snakemake(tiny_run, "--configfile", str(changed), "-n")
+    assert planned_jobs(result.stdout + result.stderr) == {"train_vgg16": 1, "all": 1}
 
 
 @pytest.mark.parametrize(
@@ -172,10 +182,13 @@ def test_rsna_source_refuses_a_bad_dicom_and_goes_on(tmp_path):
                     "vgg16": {"img_size": 32},
                     "resnet101": {"img_size": 32},
                 },
-            }  # fmt: skip
+            }
         )
     )
-    result = snakemake(tmp_path / "work", "--configfile", str(config))
+    # preprocessing only: this test is about refusals
+    result = snakemake(
+        tmp_path / "work", "--configfile", str(config), "--omit-from", "train_vgg16", "train_resnet101"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rejected = pd.read_csv(tmp_path / "work/results/qc/rejected.tsv", sep="\t")
     assert list(rejected.patientId) == [victim.stem] and "DICOM" in rejected.reason[0]
@@ -205,3 +218,50 @@ def test_missing_rsna_folder_is_named(tmp_path):
     result = snakemake(tmp_path, "--configfile", str(config), "-n")
     assert result.returncode != 0
     assert "has no stage_2_train_images/ folder" in result.stdout + result.stderr
+
+
+def _mlflow_runs(workdir: Path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/results/mlflow.db")
+    experiment = client.get_experiment_by_name("pneumonia")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_classifiers_trained_and_tracked(tiny_run):
+    client, runs = _mlflow_runs(tiny_run)
+    by_name = {r.info.run_name: r for r in runs}
+    parent = next(r for r in runs if r.data.tags.get("pneumoflow.kind") == "pipeline")
+    for model in ("vgg16", "resnet101"):
+        folder = tiny_run / "results/models" / model
+        history = pd.read_csv(folder / "history.csv")
+        assert list(history.epoch) == [0, 1]
+        assert {"train_loss", "val_loss", "train_acc", "val_acc"} <= set(history.columns)
+        assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
+        run = by_name[model]
+        assert (folder / "mlflow_run_id.txt").read_text() == run.info.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.params["img_size"] == "32" and run.data.params["split_seed"] == "42"
+        assert run.data.params["weights_hash"] == "none" and len(run.data.params["manifest_hash"]) == 16
+        tags = run.data.tags
+        assert tags["pneumoflow.rule"] == f"train_{model}" and tags["pneumoflow.data_source"] == "synthetic"
+        assert len(tags["pneumoflow.git_commit"]) >= 7 and "random init" in tags["pneumoflow.warning"]
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        val_acc = client.get_metric_history(run.info.run_id, "val_acc")
+        assert [m.step for m in val_acc] == [0, 1]
+        assert list(history.val_acc) == pytest.approx([m.value for m in val_acc])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"outputs"} <= artifacts
+        assert not (tiny_run / "results/checkpoints" / model / "last.pt").exists()
+    assert parent.info.status == "FINISHED"
+
+
+def test_deleted_models_are_restored_from_mlflow_not_retrained(tiny_run):
+    before = {m: (tiny_run / f"results/models/{m}/model.pt").read_bytes() for m in ("vgg16", "resnet101")}
+    shutil.rmtree(tiny_run / "results/models")
+    result = snakemake(tiny_run, "--configfile", str(TINY))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for model, data in before.items():
+        log = (tiny_run / f"logs/train_{model}.log").read_text()
+        assert "restored outputs from MLflow run" in log and "epoch 1/2" not in log
+        assert (tiny_run / f"results/models/{model}/model.pt").read_bytes() == data

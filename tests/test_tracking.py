@@ -145,10 +145,10 @@ def _free_port() -> int:
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
     port = _free_port()
+    store, artifacts = f"sqlite:///{root}/server.db", str(root / "artifacts")
     cmd = [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "artifacts"),
-        "--workers", "1",
+        "--backend-store-uri", store, "--artifacts-destination", artifacts, "--workers", "1",
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), env=env)

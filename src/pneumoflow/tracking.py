@@ -61,9 +61,11 @@ def connect(settings: TrackingSettings):
     """
     if not settings.telemetry:
         os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    import mlflow
     from mlflow import MlflowClient
 
     uri = settings.uri
+    mlflow.set_tracking_uri(uri)  # for the mlflow.<flavor>.log_model calls
     if (db := _sqlite_path(uri)) is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)

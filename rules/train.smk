@@ -1,0 +1,41 @@
+# Training stages. The classifiers share one rule body and one training module.
+
+
+for model in CLASSIFIERS:
+
+    rule:
+        name:
+            f"train_{model}"
+        input:
+            manifest=rules.manifest.output.manifest,
+            train=get_arrays(model, "train"),
+            val=get_arrays(model, "val"),
+            weights=get_weights(model),
+        output:
+            model=f"{RESULTS}/models/{model}/model.pt",
+            history=f"{RESULTS}/models/{model}/history.csv",
+            curves=report(
+                f"{RESULTS}/models/{model}/curves.png",
+                caption="../report/curves.rst",
+                category="Training",
+                subcategory=model,
+            ),
+            run_id=f"{RESULTS}/models/{model}/mlflow_run_id.txt",
+        log:
+            f"logs/train_{model}.log",
+        conda:
+            "../envs/torch.yaml"
+        threads: config["models"][model]["threads"]
+        resources:
+            gpu=config["models"][model]["gpus"],
+            mem_mb=8000,
+        params:
+            model=model,
+            settings=get_training_settings(model),
+            mlflow=canonical(config["mlflow"]),
+            split_seed=config["split"]["seed"],
+            data_source=config["data"]["source"],
+            # outside the outputs, which Snakemake deletes before a rerun
+            checkpoint=f"{RESULTS}/checkpoints/{model}/last.pt",
+        script:
+            "../scripts/train_classifier.py"

@@ -1,0 +1,25 @@
+from pneumoflow.logs import to_file
+
+to_file(snakemake.log[0])
+
+import json
+
+from pneumoflow.provenance import run_tags
+from pneumoflow.train_classifier import run_stage
+
+run_stage(
+    snakemake.params.model,
+    json.loads(snakemake.params.settings),
+    train_npz=list(snakemake.input.train),
+    val_npz=list(snakemake.input.val),
+    manifest=snakemake.input.manifest,
+    model_out=snakemake.output.model,
+    history_out=snakemake.output.history,
+    curves_out=snakemake.output.curves,
+    run_id_out=snakemake.output.run_id,
+    checkpoint=snakemake.params.checkpoint,
+    mlflow_section=json.loads(snakemake.params.mlflow),
+    tags=run_tags(snakemake.rule, snakemake.params.data_source),
+    split_seed=snakemake.params.split_seed,
+    threads=snakemake.threads,
+)

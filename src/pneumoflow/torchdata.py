@@ -1,0 +1,53 @@
+"""Arrays -> PyTorch batches for the classifiers (one code path for training and prediction)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, S) uint8 grayscale -> (B, 3, S, S) float32, ImageNet-normalized."""
+    x = images.float().div_(255).expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def augmentation(hflip: bool, rotate_degrees: float, scale: float) -> v2.Transform | None:
+    """Per-image training augmentation on (1, S, S) uint8 tensors; None when all are off.
+
+    Horizontal flips are off by default: they move the heart to the right side,
+    which no real chest radiograph shows.
+    """
+    steps: list[v2.Transform] = []
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if rotate_degrees or scale:
+        steps.append(v2.RandomAffine(degrees=rotate_degrees, scale=(1 - scale, 1 + scale) if scale else None))
+    return v2.Compose(steps) if steps else None
+
+
+class ArrayDataset(Dataset):
+    """Items (image (1, S, S) uint8, label int64) from in-memory arrays."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: v2.Transform | None = None):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = torch.from_numpy(images).unsqueeze(1)
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index]

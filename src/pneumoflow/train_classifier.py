@@ -1,0 +1,309 @@
+"""Training of the VGG16 / ResNet101 classifiers (one module for both, chosen by name).
+
+As in the seed study: CrossEntropyLoss, SGD(lr 0.001, momentum 0.9, weight
+decay 0.01), StepLR(step 10, gamma 0.1), the checkpoint with the best val
+accuracy kept. An interrupted run resumes from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pneumoflow import arrays, classifiers, plots, torchdata, tracking
+from pneumoflow.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """One classifier's training settings (config `models.<name>`)."""
+
+    name: str
+    img_size: int = 224
+    weights: str | None = None
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.01
+    step_size: int = 10
+    gamma: float = 0.1
+    hflip: bool = False
+    rotate_degrees: float = 0.0
+    scale: float = 0.0
+    seed: int = 42
+    amp: bool = False
+
+    @classmethod
+    def from_config(cls, name: str, section: dict) -> ClassifierConfig:
+        """From config `models.<name>`: `augment` flattened; job resources and the switch left out."""
+        values = {k: v for k, v in section.items() if k not in ("enabled", "augment", "gpus", "threads")}
+        return cls(name=name, **values, **section.get("augment", {}))
+
+
+def load_split(npz_paths: list[str | Path], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, S, S) uint8, labels (N,) uint8) of one split; clear error when empty."""
+    data = arrays.load_arrays(npz_paths)
+    if len(data["labels"]) == 0:
+        raise ValueError(f"the {name} split has no images; add data or change split fractions")
+    return data["images"], data["labels"]
+
+
+def train_one_epoch(model, loader, criterion, optimizer, device, scaler, cfg) -> tuple[float, float]:
+    """One pass over `loader`; returns (mean loss, accuracy)."""
+    classifiers.set_train_mode(model, cfg.name, cfg.weights is not None)
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in loader:
+        x = torchdata.to_model_input(images.to(device)).contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device)
+        with torch.autocast(device.type, enabled=cfg.amp):
+            logits = model(x)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / seen, correct / seen
+
+
+@torch.inference_mode()
+def evaluate(model, loader, criterion, device) -> tuple[float, float, np.ndarray]:
+    """(mean loss, accuracy, pneumonia probabilities (N,) float32) over `loader`."""
+    model.eval()
+    total_loss, correct, probs = 0.0, 0, []
+    for images, labels in loader:
+        x = torchdata.to_model_input(images.to(device)).contiguous(memory_format=torch.channels_last)
+        logits = model(x).float()
+        labels = labels.to(device)
+        total_loss += criterion(logits, labels).item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        probs.append(logits.softmax(1)[:, 1].cpu().numpy())
+    n = len(loader.dataset)
+    return total_loss / n, correct / n, np.concatenate(probs) if probs else np.zeros(0, np.float32)
+
+
+def _loaders(cfg: ClassifierConfig, train, val, threads: int) -> tuple[DataLoader, DataLoader]:
+    transform = torchdata.augmentation(cfg.hflip, cfg.rotate_degrees, cfg.scale)
+    workers = max(threads - 1, 0)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(
+        torchdata.ArrayDataset(*train, transform),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=workers,
+    )
+    val_loader = DataLoader(torchdata.ArrayDataset(*val), batch_size=cfg.batch_size, num_workers=workers)
+    return train_loader, val_loader
+
+
+def fit(
+    cfg: ClassifierConfig,
+    train,
+    val,
+    *,
+    model_out: Path,
+    checkpoint: Path,
+    run: tracking.ModelRun,
+    fingerprint: str,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Train, keep the best-val-accuracy weights at `model_out`; return the history table.
+
+    After every epoch a checkpoint {model, optimizer, lr_scheduler, epoch, history,
+    best_val_acc, fingerprint} is written; a later call with the same
+    fingerprint resumes at epoch + 1.
+    """
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(max(threads, 1))
+    model, pretrained = classifiers.build_classifier(cfg.name, cfg.weights)
+    model = model.to(device, memory_format=torch.channels_last)
+    trainable, frozen = classifiers.count_parameters(model)
+    log.info("%s on %s: %d trainable, %d frozen parameters", cfg.name, device, trainable, frozen)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    criterion = nn.CrossEntropyLoss()
+    history, best_acc, start = [], -1.0, 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["lr_scheduler"])
+            history, best_acc, start = state["history"], state["best_val_acc"], state["epoch"] + 1
+            log.info("resuming from %s at epoch %d of %d", checkpoint, start + 1, cfg.epochs)
+            for row in history:  # the new run gets the earlier epochs too
+                run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        else:
+            log.info("ignoring checkpoint %s: it belongs to other settings or data", checkpoint)
+    train_loader, val_loader = _loaders(cfg, train, val, threads)
+    for epoch in range(start, cfg.epochs):
+        started = time.perf_counter()
+        train_loss, train_acc = train_one_epoch(
+            model, train_loader, criterion, optimizer, device, scaler, cfg
+        )
+        val_loss, val_acc, _ = evaluate(model, val_loader, criterion, device)
+        scheduler.step()
+        row = dict(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_acc=train_acc,
+            val_loss=val_loss,
+            val_acc=val_acc,
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - started,
+        )
+        history.append(row)
+        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        log.info(
+            "epoch %d/%d %s", epoch + 1, cfg.epochs, {k: round(v, 4) for k, v in row.items() if k != "epoch"}
+        )
+        if val_acc > best_acc:
+            best_acc = val_acc
+            with atomic_path(model_out) as tmp:
+                torch.save(model.state_dict(), tmp)
+        with atomic_path(checkpoint) as tmp:
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best_val_acc": best_acc,
+                    "fingerprint": fingerprint,
+                    "config": dataclasses.asdict(cfg),
+                },
+                tmp,
+            )
+    return pd.DataFrame(history)
+
+
+def log_torch_model(run: tracking.ModelRun, model: nn.Module, img_size: int) -> None:
+    """Log the model with mlflow.pytorch.
+
+    Pickle format: torch.export (MLflow's pt2 default) fails on some of these
+    graphs. Requirements are pinned here, which skips MLflow's slow inference.
+    """
+    if not run.run_id:
+        return
+    import mlflow
+    import torchvision
+
+    model = model.cpu().eval()
+    example = torch.zeros((1, 3, img_size, img_size))
+    with torch.inference_mode():
+        signature = mlflow.models.infer_signature(example.numpy(), model(example).numpy())
+    requirements = [f"{m.__name__}=={m.__version__.split('+')[0]}" for m in (torch, torchvision)]
+    with mlflow.start_run(run_id=run.run_id):
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=signature,
+            serialization_format="pickle",
+            pip_requirements=requirements,
+        )
+
+
+RANDOM_INIT_WARNING = (
+    "no weights file configured: training from random init with the whole network trainable "
+    "(the seed study fine-tuned ImageNet weights; set models.{name}.weights to torchvision's file)"
+)
+
+
+def run_stage(
+    name: str,
+    section: dict,
+    *,
+    train_npz: list[str],
+    val_npz: list[str],
+    manifest: str,
+    model_out: str,
+    history_out: str,
+    curves_out: str,
+    run_id_out: str,
+    checkpoint: str,
+    mlflow_section: dict,
+    tags: dict[str, str],
+    split_seed: int,
+    threads: int = 1,
+) -> str | None:
+    """The train_<name> rule: train (or restore from the MLflow run cache) one classifier.
+
+    Logs params (the stage config, split seed, image size, manifest / data /
+    weights hashes), per-epoch metrics, history, curves and the model to MLflow.
+    """
+    cfg = ClassifierConfig.from_config(name, section)
+    tags = dict(tags)
+    if cfg.weights is None:
+        warning = RANDOM_INIT_WARNING.format(name=name)
+        log.warning(warning)
+        tags["pneumoflow.warning"] = warning
+    else:
+        classifiers.build_classifier(name, cfg.weights)  # a bad weights file stops us before anything else
+    train, val = load_split(train_npz, "train"), load_split(val_npz, "val")
+    weights_hash = tracking.hash_files([cfg.weights])[:16] if cfg.weights else "none"
+    data_hash = tracking.hash_files([*train_npz, *val_npz])[:16]
+    code = tracking.code_version(classifiers, torchdata, sys.modules[__name__])
+    config = dataclasses.asdict(cfg)
+    parts = {
+        "config": config,
+        "split_seed": split_seed,
+        "data": data_hash,
+        "weights": weights_hash,
+        "code": code,
+    }
+    params = {
+        **config,
+        "split_seed": split_seed,
+        "manifest_hash": tracking.hash_files([manifest])[:16],
+        "data_hash": data_hash,
+        "weights_hash": weights_hash,
+        "n_train": len(train[1]),
+        "n_val": len(val[1]),
+    }
+    fingerprint = tracking.fingerprint(parts)
+
+    def work(run: tracking.ModelRun) -> None:
+        history = fit(
+            cfg, train, val, model_out=Path(model_out), checkpoint=Path(checkpoint), run=run,
+            fingerprint=fingerprint, threads=threads,
+        )  # fmt: skip
+        with atomic_path(history_out) as tmp:
+            history.to_csv(tmp, index=False)
+        plots.plot_curves(history, ["loss", "acc"], curves_out, f"{name}: learning curves")
+        best = history.loc[history.val_acc.idxmax()]
+        run.log_metrics({"best_val_acc": best.val_acc, "best_epoch": best.epoch})
+        model, _ = classifiers.build_classifier(name, None)
+        model.load_state_dict(torch.load(model_out, map_location="cpu", weights_only=True))
+        log_torch_model(run, model, cfg.img_size)
+        Path(checkpoint).unlink(missing_ok=True)  # finished: a later run must not resume it
+
+    outputs = {"model.pt": model_out, "history.csv": history_out, "curves.png": curves_out}
+    return tracking.run_tracked(
+        tracking.TrackingSettings.from_config(mlflow_section), name=name, params=params, tags=tags,
+        fingerprint_parts=parts, outputs=outputs, run_id_out=run_id_out, work=work,
+    )  # fmt: skip
