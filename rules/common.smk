@@ -130,6 +130,8 @@ def get_final_outputs():
     for model in enabled_models():
         if model in CLASSIFIERS:
             outputs.append(f"{RESULTS}/models/{model}/model.pt")
+        else:
+            outputs.append(f"{RESULTS}/models/{model}/model.keras")
     return outputs
 
 

@@ -39,3 +39,42 @@ for model in CLASSIFIERS:
             checkpoint=f"{RESULTS}/checkpoints/{model}/last.pt",
         script:
             "../scripts/train_classifier.py"
+
+
+rule train_unet:
+    input:
+        manifest=rules.manifest.output.manifest,
+        train=get_arrays("unet", "train"),
+        val=get_arrays("unet", "val"),
+    output:
+        model=f"{RESULTS}/models/unet/model.keras",
+        history=f"{RESULTS}/models/unet/history.csv",
+        loss=report(
+            f"{RESULTS}/models/unet/loss.png",
+            caption="../report/curves.rst",
+            category="Training",
+            subcategory="unet",
+        ),
+        dice=report(
+            f"{RESULTS}/models/unet/dice.png",
+            caption="../report/curves.rst",
+            category="Training",
+            subcategory="unet",
+        ),
+        run_id=f"{RESULTS}/models/unet/mlflow_run_id.txt",
+    log:
+        "logs/train_unet.log",
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: config["models"]["unet"]["threads"]
+    resources:
+        gpu=config["models"]["unet"]["gpus"],
+        mem_mb=6000,
+    params:
+        settings=get_training_settings("unet"),
+        mlflow=canonical(config["mlflow"]),
+        split_seed=config["split"]["seed"],
+        data_source=config["data"]["source"],
+        backup_dir=f"{RESULTS}/checkpoints/unet",
+    script:
+        "../scripts/train_unet.py"

@@ -134,8 +134,8 @@ def test_changing_a_model_size_reruns_only_its_arrays(tiny_run, tmp_path):
     changed.write_text(yaml.safe_dump(config))
     result = snakemake(tiny_run, "--configfile", str(changed), "-n")
     assert result.returncode == 0, result.stderr[-3000:]
-    # 3 splits x 3 shards at the new size, nothing upstream, no classifier
-    assert planned_jobs(result.stdout + result.stderr) == {"arrays": 9, "all": 1}
+    # 3 splits x 3 shards at the new size and the U-Net: nothing upstream, no classifier
+    assert planned_jobs(result.stdout + result.stderr) == {"arrays": 9, "train_unet": 1, "all": 1}
     assert "results/arrays/48px/train/00.npz" in result.stdout + result.stderr
 
 
@@ -228,6 +228,12 @@ def _mlflow_runs(workdir: Path):
     return client, client.search_runs([experiment.experiment_id])
 
 
+def _logged_model_runs(client) -> set[str]:
+    """Run ids that logged an MLflow model (MLflow 3 keeps models beside, not inside, runs)."""
+    experiment = client.get_experiment_by_name("pneumonia")
+    return {m.source_run_id for m in client.search_logged_models(experiment_ids=[experiment.experiment_id])}
+
+
 def test_classifiers_trained_and_tracked(tiny_run):
     client, runs = _mlflow_runs(tiny_run)
     by_name = {r.info.run_name: r for r in runs}
@@ -252,16 +258,40 @@ def test_classifiers_trained_and_tracked(tiny_run):
         assert list(history.val_acc) == pytest.approx([m.value for m in val_acc])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"outputs"} <= artifacts
+        assert run.info.run_id in _logged_model_runs(client)  # mlflow.pytorch.log_model
         assert not (tiny_run / "results/checkpoints" / model / "last.pt").exists()
     assert parent.info.status == "FINISHED"
 
 
+def test_unet_trained_and_tracked(tiny_run):
+    folder = tiny_run / "results/models/unet"
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history.epoch) == [0, 1]
+    assert {"loss", "val_loss", "dice_coefficient", "val_dice_coefficient", "val_mean_iou"} <= set(
+        history.columns
+    )
+    for name in ("loss.png", "dice.png"):
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG"
+    assert any((folder / "tensorboard").rglob("events.out.tfevents.*"))
+    import keras
+
+    model = keras.models.load_model(folder / "model.keras", compile=False)
+    assert model.output_shape == (None, 64, 64, 2)
+    client, runs = _mlflow_runs(tiny_run)
+    run = next(r for r in runs if r.info.run_name == "unet")
+    assert (folder / "mlflow_run_id.txt").read_text() == run.info.run_id
+    assert run.data.params["img_size"] == "64" and run.data.tags["pneumoflow.rule"] == "train_unet"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")] == [0, 1]
+    assert _logged_model_runs(client) >= {run.info.run_id}
+
+
 def test_deleted_models_are_restored_from_mlflow_not_retrained(tiny_run):
-    before = {m: (tiny_run / f"results/models/{m}/model.pt").read_bytes() for m in ("vgg16", "resnet101")}
+    files = {"vgg16": "model.pt", "resnet101": "model.pt", "unet": "model.keras"}
+    before = {m: (tiny_run / f"results/models/{m}/{f}").read_bytes() for m, f in files.items()}
     shutil.rmtree(tiny_run / "results/models")
     result = snakemake(tiny_run, "--configfile", str(TINY))
     assert result.returncode == 0, result.stderr[-3000:]
     for model, data in before.items():
         log = (tiny_run / f"logs/train_{model}.log").read_text()
-        assert "restored outputs from MLflow run" in log and "epoch 1/2" not in log
-        assert (tiny_run / f"results/models/{model}/model.pt").read_bytes() == data
+        assert "restored outputs from MLflow run" in log and "poch 1/2" not in log
+        assert (tiny_run / f"results/models/{model}/{files[model]}").read_bytes() == data

@@ -1,0 +1,224 @@
+"""Training of the U-Net on images + masks, read shard by shard through tf.data.
+
+Memory holds one shard of arrays plus the shuffle buffer, never the dataset.
+An interrupted run resumes from its last epoch (keras BackupAndRestore).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pneumoflow import plots, tracking, unet
+from pneumoflow.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UnetConfig:
+    """U-Net training settings (config `models.unet`)."""
+
+    img_size: int = 256
+    epochs: int = 5
+    batch_size: int = 8
+    lr: float = 0.001
+    patience: int = 5
+    shuffle_buffer: int = 256
+    augment: bool = False
+    seed: int = 42
+
+    @classmethod
+    def from_config(cls, section: dict) -> UnetConfig:
+        return cls(**{k: v for k, v in section.items() if k not in ("enabled", "gpus", "threads")})
+
+
+def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: bool) -> int:
+    """Count the split's images, failing clearly on an empty split, wrong size or no opacity."""
+    count, positives = 0, 0
+    for path in npz_paths:
+        with np.load(path, allow_pickle=False) as data:
+            masks = data["masks"]
+            if len(masks) and masks.shape[1:] != (img_size, img_size):
+                raise ValueError(
+                    f"{path} holds {masks.shape[1]}px arrays, but models.unet.img_size={img_size}"
+                )
+            count += len(masks)
+            positives += int(masks.any(axis=(1, 2)).sum())
+    if count == 0:
+        raise ValueError(f"the {name} split has no images; add data or change split fractions")
+    if need_positive and positives == 0:
+        raise ValueError(
+            f"the {name} split has no image with an opacity box: a Dice loss has nothing to learn"
+        )
+    return count
+
+
+def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool):
+    """tf.data of (image (S, S, 1) float32 in [0, 1], mask (S, S, 2) one-hot float32) batches."""
+    import tensorflow as tf
+
+    size = cfg.img_size
+
+    def items():
+        for path in npz_paths:  # one shard in memory at a time
+            with np.load(path, allow_pickle=False) as data:
+                yield from zip(data["images"], data["masks"], strict=True)
+
+    spec = (tf.TensorSpec((size, size), tf.uint8), tf.TensorSpec((size, size), tf.uint8))
+    ds = tf.data.Dataset.from_generator(items, output_signature=spec)
+    if training:
+        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+
+    def to_float(image, mask):
+        image = tf.cast(image, tf.float32)[..., None] / 255.0
+        mask = tf.one_hot(tf.cast(mask, tf.int32), 2)
+        if training and cfg.augment:
+            # small brightness/contrast jitter only: flips would put the heart on the wrong side
+            image = tf.clip_by_value(tf.image.random_brightness(image, 0.1, seed=cfg.seed), 0.0, 1.0)
+        return image, mask
+
+    # no drop_remainder: every validation image counts
+    return (
+        ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _configure_tensorflow(threads: int) -> None:
+    """GPU memory growth on; CPU thread pools from the rule's threads (once per process)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    try:
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        if not gpus:
+            tf.config.threading.set_intra_op_parallelism_threads(max(threads, 1))
+            tf.config.threading.set_inter_op_parallelism_threads(max(threads, 1))
+    except RuntimeError:  # TensorFlow already started in this process (tests, notebooks)
+        log.info("TensorFlow already initialised; keeping its device settings")
+    log.info("TensorFlow on %s", f"GPU x{len(gpus)}" if gpus else f"CPU, {threads} threads")
+
+
+def fit(
+    cfg: UnetConfig,
+    train_npz,
+    val_npz,
+    *,
+    model_out,
+    history_out,
+    tensorboard_dir,
+    backup_dir,
+    run,
+    threads=1,
+):
+    """Train; keep the best-val-loss model at `model_out`; return the history table."""
+    import keras
+
+    _configure_tensorflow(threads)
+    keras.utils.set_random_seed(cfg.seed)
+    model = unet.compile_unet(unet.build_unet(cfg.img_size), cfg.lr)
+
+    class MlflowEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            run.log_metrics(_phase_names(logs or {}), step=epoch)
+
+    resuming = Path(backup_dir).exists()
+    if resuming:
+        log.info("resuming from the last epoch backup in %s", backup_dir)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
+        keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(str(model_out), monitor="val_loss", save_best_only=True),
+        keras.callbacks.CSVLogger(str(history_out), append=resuming),
+        keras.callbacks.TensorBoard(str(tensorboard_dir)),
+        MlflowEpochs(),
+    ]
+    model.fit(
+        make_dataset(train_npz, cfg, training=True),
+        validation_data=make_dataset(val_npz, cfg, training=False),
+        epochs=cfg.epochs,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    history = pd.read_csv(history_out).drop_duplicates("epoch", keep="last")
+    with atomic_path(history_out) as tmp:
+        history.to_csv(tmp, index=False)
+    return history.rename(columns=_phase_names)
+
+
+def _phase_names(logs):
+    """Keras names (loss, val_dice_coefficient) -> paired names (train_loss, val_dice)."""
+    rename = lambda k: k.replace("dice_coefficient", "dice")  # noqa: E731
+    if isinstance(logs, str):
+        return logs if logs == "epoch" else rename(logs if logs.startswith("val_") else f"train_{logs}")
+    return {_phase_names(k): float(v) for k, v in logs.items()}
+
+
+def run_stage(
+    section: dict,
+    *,
+    train_npz: list[str],
+    val_npz: list[str],
+    manifest: str,
+    out_dir: str,
+    run_id_out: str,
+    backup_dir: str,
+    mlflow_section: dict,
+    tags: dict[str, str],
+    split_seed: int,
+    threads: int = 1,
+) -> str | None:
+    """The train_unet rule: train (or restore from the MLflow run cache) the U-Net.
+
+    Writes model.keras, history.csv, loss.png and dice.png to `out_dir`
+    (TensorBoard logs under out_dir/tensorboard).
+    """
+    cfg = UnetConfig.from_config(section)
+    unet.check_img_size(cfg.img_size)
+    n_train = check_split(train_npz, "train", cfg.img_size, need_positive=True)
+    n_val = check_split(val_npz, "val", cfg.img_size, need_positive=False)
+    out = Path(out_dir)
+    outputs = {name: out / name for name in ("model.keras", "history.csv", "loss.png", "dice.png")}
+    config = dataclasses.asdict(cfg)
+    data_hash = tracking.hash_files([*train_npz, *val_npz])[:16]
+    code = tracking.code_version(unet, sys.modules[__name__])
+    parts = {"config": config, "split_seed": split_seed, "data": data_hash, "code": code}
+    params = {**config, "split_seed": split_seed, "manifest_hash": tracking.hash_files([manifest])[:16],
+              "data_hash": data_hash, "n_train": n_train, "n_val": n_val}  # fmt: skip
+
+    def work(run: tracking.ModelRun) -> None:
+        history = fit(
+            cfg, train_npz, val_npz, model_out=outputs["model.keras"], history_out=outputs["history.csv"],
+            tensorboard_dir=out / "tensorboard", backup_dir=backup_dir, run=run, threads=threads,
+        )  # fmt: skip
+        plots.plot_curves(history, ["loss"], outputs["loss.png"], "U-Net: Dice loss")
+        plots.plot_curves(history, ["dice", "mean_iou"], outputs["dice.png"], "U-Net: Dice and mean IoU")
+        best = history.loc[history.val_loss.idxmin()]
+        run.log_metrics({"best_val_dice": best.val_dice, "best_epoch": best.epoch})
+        _log_keras_model(run, outputs["model.keras"])
+        shutil.rmtree(backup_dir, ignore_errors=True)
+
+    return tracking.run_tracked(
+        tracking.TrackingSettings.from_config(mlflow_section), name="unet", params=params, tags=tags,
+        fingerprint_parts=parts, outputs=outputs, run_id_out=run_id_out, work=work,
+    )  # fmt: skip
+
+
+def _log_keras_model(run: tracking.ModelRun, model_path: Path) -> None:
+    if not run.run_id:
+        return
+    import keras
+    import mlflow
+    import tensorflow as tf
+
+    model = keras.models.load_model(model_path, compile=False)
+    with mlflow.start_run(run_id=run.run_id):
+        mlflow.tensorflow.log_model(model, name="model", pip_requirements=[f"tensorflow=={tf.__version__}"])
