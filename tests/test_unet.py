@@ -74,7 +74,7 @@ def _toy_split(path, n: int, seed: int, size: int = 32, positives: bool = True, 
 
 def test_split_checks(tmp_path):
     good = _toy_split(tmp_path / "a.npz", 4, 0)
-    assert check_split([good], "train", 32, need_positive=True) == 4
+    assert check_split([good], "train", 32, need_positive=True) == (4, 2)
     with pytest.raises(ValueError, match="holds 32px arrays, but models.unet.img_size=64"):
         check_split([good], "train", 64, need_positive=True)
     empty = _toy_split(tmp_path / "e.npz", 0, 0)
@@ -83,6 +83,14 @@ def test_split_checks(tmp_path):
     negative = _toy_split(tmp_path / "n.npz", 4, 0, positives=False)
     with pytest.raises(ValueError, match="no image with an opacity box"):
         check_split([negative], "train", 32, need_positive=True)
+
+
+def test_training_set_keeps_positives_unless_asked(tmp_path):
+    paths = [_toy_split(tmp_path / "a.npz", 6, 1)]  # images 0, 2, 4 carry an opacity
+    count = lambda cfg: sum(len(b[0]) for b in make_dataset(paths, cfg, training=True))  # noqa: E731
+    assert count(UnetConfig(img_size=32)) == 3
+    assert count(UnetConfig(img_size=32, train_on="all")) == 6
+    assert sum(len(b[0]) for b in make_dataset(paths, UnetConfig(img_size=32), training=False)) == 6
 
 
 def test_dataset_scales_and_one_hots_without_dropping(tmp_path):

@@ -32,7 +32,9 @@ class UnetConfig:
     lr: float = 0.001
     patience: int = 5
     shuffle_buffer: int = 256
+    train_on: str = "positives"
     augment: bool = False
+    mixed_precision: bool = False
     seed: int = 42
 
     @classmethod
@@ -40,8 +42,8 @@ class UnetConfig:
         return cls(**{k: v for k, v in section.items() if k not in ("enabled", "gpus", "threads")})
 
 
-def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: bool) -> int:
-    """Count the split's images, failing clearly on an empty split, wrong size or no opacity."""
+def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: bool) -> tuple[int, int]:
+    """(images, images with an opacity) of a split; clear errors on empty, wrong size, no opacity."""
     count, positives = 0, 0
     for path in npz_paths:
         with np.load(path, allow_pickle=False) as data:
@@ -58,7 +60,7 @@ def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: b
         raise ValueError(
             f"the {name} split has no image with an opacity box: a Dice loss has nothing to learn"
         )
-    return count
+    return count, positives
 
 
 def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool):
@@ -74,6 +76,10 @@ def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool):
 
     spec = (tf.TensorSpec((size, size), tf.uint8), tf.TensorSpec((size, size), tf.uint8))
     ds = tf.data.Dataset.from_generator(items, output_signature=spec)
+    if training and cfg.train_on == "positives":
+        # A Dice loss on a batch without any opacity rewards predicting nothing, and
+        # training on all images collapses to empty masks; presence is the classifiers' job.
+        ds = ds.filter(lambda image, mask: tf.reduce_any(mask > 0))
     if training:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
 
@@ -91,8 +97,9 @@ def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool):
     )
 
 
-def _configure_tensorflow(threads: int) -> None:
-    """GPU memory growth on; CPU thread pools from the rule's threads (once per process)."""
+def _configure_tensorflow(threads: int, mixed_precision: bool) -> None:
+    """GPU memory growth on, optional float16 compute; CPU thread pools from the rule's threads."""
+    import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -104,6 +111,8 @@ def _configure_tensorflow(threads: int) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(max(threads, 1))
     except RuntimeError:  # TensorFlow already started in this process (tests, notebooks)
         log.info("TensorFlow already initialised; keeping its device settings")
+    if mixed_precision and gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
     log.info("TensorFlow on %s", f"GPU x{len(gpus)}" if gpus else f"CPU, {threads} threads")
 
 
@@ -122,13 +131,17 @@ def fit(
     """Train; keep the best-val-loss model at `model_out`; return the history table."""
     import keras
 
-    _configure_tensorflow(threads)
+    _configure_tensorflow(threads, cfg.mixed_precision)
     keras.utils.set_random_seed(cfg.seed)
     model = unet.compile_unet(unet.build_unet(cfg.img_size), cfg.lr)
 
-    class MlflowEpochs(keras.callbacks.Callback):
+    class LogEpochs(keras.callbacks.Callback):
+        """Each epoch's metrics to the job log and the MLflow run (Keras' own printing bypasses the log)."""
+
         def on_epoch_end(self, epoch, logs=None):
-            run.log_metrics(_phase_names(logs or {}), step=epoch)
+            metrics = _phase_names(logs or {})
+            log.info("epoch %d/%d %s", epoch + 1, cfg.epochs, {k: round(v, 4) for k, v in metrics.items()})
+            run.log_metrics(metrics, step=epoch)
 
     resuming = Path(backup_dir).exists()
     if resuming:
@@ -139,14 +152,14 @@ def fit(
         keras.callbacks.ModelCheckpoint(str(model_out), monitor="val_loss", save_best_only=True),
         keras.callbacks.CSVLogger(str(history_out), append=resuming),
         keras.callbacks.TensorBoard(str(tensorboard_dir)),
-        MlflowEpochs(),
+        LogEpochs(),
     ]
     model.fit(
         make_dataset(train_npz, cfg, training=True),
         validation_data=make_dataset(val_npz, cfg, training=False),
         epochs=cfg.epochs,
         callbacks=callbacks,
-        verbose=2,
+        verbose=0,
     )
     history = pd.read_csv(history_out).drop_duplicates("epoch", keep="last")
     with atomic_path(history_out) as tmp:
@@ -183,8 +196,8 @@ def run_stage(
     """
     cfg = UnetConfig.from_config(section)
     unet.check_img_size(cfg.img_size)
-    n_train = check_split(train_npz, "train", cfg.img_size, need_positive=True)
-    n_val = check_split(val_npz, "val", cfg.img_size, need_positive=False)
+    n_train, n_train_positive = check_split(train_npz, "train", cfg.img_size, need_positive=True)
+    n_val, _ = check_split(val_npz, "val", cfg.img_size, need_positive=False)
     out = Path(out_dir)
     outputs = {name: out / name for name in ("model.keras", "history.csv", "loss.png", "dice.png")}
     config = dataclasses.asdict(cfg)
@@ -192,7 +205,8 @@ def run_stage(
     code = tracking.code_version(unet, sys.modules[__name__])
     parts = {"config": config, "split_seed": split_seed, "data": data_hash, "code": code}
     params = {**config, "split_seed": split_seed, "manifest_hash": tracking.hash_files([manifest])[:16],
-              "data_hash": data_hash, "n_train": n_train, "n_val": n_val}  # fmt: skip
+              "data_hash": data_hash, "n_train": n_train, "n_train_positive": n_train_positive,
+              "n_val": n_val}  # fmt: skip
 
     def work(run: tracking.ModelRun) -> None:
         history = fit(

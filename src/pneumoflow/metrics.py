@@ -1,0 +1,140 @@
+"""Test metrics: segmentation overlap, boxes from masks, the RSNA competition score.
+
+Boxes are (x, y, w, h) in pixels; predicted boxes carry a confidence first:
+(conf, x, y, w, h), as in a Kaggle PredictionString.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from skimage.measure import label, regionprops
+
+IOU_THRESHOLDS = np.round(np.arange(0.40, 0.76, 0.05), 2)  # 0.40, 0.45, ..., 0.75
+
+Box = tuple[float, float, float, float]
+ScoredBox = tuple[float, float, float, float, float]
+
+
+def overlap(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Segmentation metrics of binary masks (N, H, W) bool.
+
+    dice / iou: over all pixels of all images (1.0 when both are empty);
+    mean_dice_positive: mean per-image Dice over images with a true opacity;
+    empty_rate_negative: share of images without opacity predicted empty.
+    """
+    pred, true = pred.astype(bool), true.astype(bool)
+    inter, p_sum, t_sum = (pred & true).sum(), pred.sum(), true.sum()
+    union = p_sum + t_sum - inter
+    per_inter = (pred & true).sum(axis=(1, 2))
+    per_sum = pred.sum(axis=(1, 2)) + true.sum(axis=(1, 2))
+    positive = true.any(axis=(1, 2))
+    per_dice = 2 * per_inter[positive] / per_sum[positive]
+    return {
+        "dice": float(2 * inter / (p_sum + t_sum)) if p_sum + t_sum else 1.0,
+        "iou": float(inter / union) if union else 1.0,
+        "mean_dice_positive": float(per_dice.mean()) if positive.any() else float("nan"),
+        "empty_rate_negative": float((~pred[~positive].any(axis=(1, 2))).mean())
+        if (~positive).any()
+        else float("nan"),
+    }
+
+
+def boxes_from_mask(
+    prob: np.ndarray, threshold: float, scale: tuple[float, float] = (1.0, 1.0)
+) -> list[ScoredBox]:
+    """Bounding boxes of the connected components of prob > threshold, most confident first.
+
+    prob: (H, W) float in [0, 1]. Confidence: the component's mean probability.
+    scale (sx, sy) maps the mask's pixels to another frame (e.g. the original image).
+    """
+    components = label(prob > threshold, connectivity=2)
+    boxes = []
+    for region in regionprops(components, intensity_image=prob):
+        y0, x0, y1, x1 = region.bbox
+        sx, sy = scale
+        boxes.append((float(region.intensity_mean), x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy))
+    return sorted(boxes, key=lambda b: -b[0])
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def image_score(preds: Sequence[ScoredBox], truths: Sequence[Box]) -> float | None:
+    """RSNA score of one image: mean over IoU thresholds of TP / (TP + FP + FN).
+
+    Predictions are matched in descending confidence, each to the unmatched
+    truth it overlaps most; a hit needs IoU > t. None when the image has neither
+    truths nor predictions (it is left out of the mean); 0 when it has no truth
+    but any prediction.
+    """
+    if not truths and not preds:
+        return None
+    if not truths or not preds:
+        return 0.0
+    ordered = sorted(preds, key=lambda p: -p[0])
+    ious = np.array([[box_iou(p[1:], t) for t in truths] for p in ordered])
+    scores = []
+    for t in IOU_THRESHOLDS:
+        matched = np.zeros(len(truths), bool)
+        tp = 0
+        for row in ious:
+            candidates = np.where(~matched & (row > t), row, -1.0)
+            best = int(candidates.argmax())
+            if candidates[best] > t:
+                matched[best] = True
+                tp += 1
+        fp, fn = len(ordered) - tp, len(truths) - tp
+        scores.append(tp / (tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def rsna_score(preds: Mapping[str, Sequence[ScoredBox]], truths: Mapping[str, Sequence[Box]]) -> float:
+    """Mean image_score over the images of `truths` (missing predictions count as none)."""
+    scores = [image_score(preds.get(pid, []), boxes) for pid, boxes in truths.items()]
+    kept = [s for s in scores if s is not None]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+def parse_prediction_string(text: str) -> list[ScoredBox]:
+    """'conf x y w h conf x y w h ...' -> [(conf, x, y, w, h), ...]; '' -> []."""
+    values = str(text or "").split()
+    if len(values) % 5:
+        raise ValueError(
+            f"PredictionString needs groups of 5 numbers (conf x y w h), got {len(values)} values"
+        )
+    numbers = [float(v) for v in values]
+    return [tuple(numbers[i : i + 5]) for i in range(0, len(numbers), 5)]
+
+
+def format_prediction_string(boxes: Sequence[ScoredBox]) -> str:
+    """Inverse of parse_prediction_string, with pixel coordinates rounded to integers."""
+    return " ".join(f"{c:.4f} {round(x)} {round(y)} {round(w)} {round(h)}" for c, x, y, w, h in boxes)
+
+
+def classification(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, object]:
+    """Binary metrics from labels (N,) {0,1} and pneumonia probabilities (N,) float."""
+    from sklearn.metrics import roc_auc_score
+
+    labels, pred = labels.astype(int), (probs >= threshold).astype(int)
+    tp, tn = int(((pred == 1) & (labels == 1)).sum()), int(((pred == 0) & (labels == 0)).sum())
+    fp, fn = int(((pred == 1) & (labels == 0)).sum()), int(((pred == 0) & (labels == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    both_classes = len(np.unique(labels)) == 2
+    return {
+        "accuracy": (tp + tn) / len(labels),
+        "precision": precision,
+        "recall": recall,
+        "specificity": tn / (tn + fp) if tn + fp else 0.0,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "roc_auc": float(roc_auc_score(labels, probs)) if both_classes else float("nan"),
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }

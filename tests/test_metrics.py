@@ -1,0 +1,158 @@
+"""Metrics against hand-worked cases and a straightforward reimplementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pneumoflow.metrics import (
+    box_iou,
+    boxes_from_mask,
+    classification,
+    format_prediction_string,
+    image_score,
+    overlap,
+    parse_prediction_string,
+    rsna_score,
+)
+
+
+def test_perfect_prediction_scores_one():
+    assert image_score([(0.9, 10, 10, 20, 20)], [(10, 10, 20, 20)]) == 1.0
+
+
+def test_empty_image_with_no_prediction_is_left_out():
+    assert image_score([], []) is None
+    # so the mean is over the other image only
+    assert rsna_score({"a": [(0.9, 0, 0, 10, 10)]}, {"a": [(0, 0, 10, 10)], "b": []}) == 1.0
+
+
+def test_one_false_positive_on_an_empty_image_scores_zero():
+    assert image_score([(0.1, 0, 0, 5, 5)], []) == 0.0
+    assert (
+        rsna_score({"a": [(0.9, 0, 0, 10, 10)], "b": [(0.2, 1, 1, 2, 2)]}, {"a": [(0, 0, 10, 10)], "b": []})
+        == 0.5
+    )
+
+
+def test_missed_truth_scores_zero():
+    assert image_score([], [(0, 0, 10, 10)]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "pred_w, iou, hits",
+    [
+        # truth (0, 0, 100, 10); prediction (0, 0, w, 10) has IoU w / 100
+        (50, 0.50, 2),  # > 0.40, > 0.45; not > 0.50 (strict)
+        (51, 0.51, 3),  # > 0.40, 0.45, 0.50
+        (75, 0.75, 7),  # not > 0.75
+        (76, 0.76, 8),  # hits at every threshold
+        (40, 0.40, 0),  # not > 0.40
+    ],
+)
+def test_threshold_edges_are_strict(pred_w, iou, hits):
+    assert box_iou((0, 0, pred_w, 10), (0, 0, 100, 10)) == pytest.approx(iou)
+    assert image_score([(0.9, 0, 0, pred_w, 10)], [(0, 0, 100, 10)]) == pytest.approx(hits / 8)
+
+
+def test_confidence_order_decides_the_match():
+    truth = [(0, 0, 100, 10)]
+    good, poor = (0, 0, 100, 10), (0, 0, 60, 10)  # IoU 1.0 and 0.6
+    # the confident good box takes the truth; the poor one is a FP at every threshold: 1/2
+    assert image_score([(0.9, *good), (0.1, *poor)], truth) == pytest.approx(0.5)
+    # the confident poor box takes the truth where 0.6 > t (t = 0.40..0.55) and the good box
+    # is a FP there; above that the good box matches. TP=1, FP=1 at every threshold: 1/2
+    assert image_score([(0.9, *poor), (0.1, *good)], truth) == pytest.approx(0.5)
+    # two truths, the confident box overlaps both: it takes its best, the other box the rest
+    truths = [(0, 0, 10, 10), (20, 0, 10, 10)]
+    assert image_score([(0.9, 0, 0, 10, 10), (0.8, 20, 0, 10, 10)], truths) == 1.0
+
+
+def _reference_image_score(preds, truths):
+    """A plain reimplementation, written from the competition's description."""
+    if not truths and not preds:
+        return None
+    if not truths or not preds:
+        return 0.0
+    preds = sorted(preds, key=lambda p: p[0], reverse=True)
+    total = 0.0
+    for t in [0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75]:
+        used, tp = set(), 0
+        for p in preds:
+            best, best_iou = None, t
+            for j, g in enumerate(truths):
+                if j in used:
+                    continue
+                x0, y0 = max(p[1], g[0]), max(p[2], g[1])
+                x1, y1 = min(p[1] + p[3], g[0] + g[2]), min(p[2] + p[4], g[1] + g[3])
+                inter = max(0, x1 - x0) * max(0, y1 - y0)
+                iou = inter / (p[3] * p[4] + g[2] * g[3] - inter)
+                if iou > best_iou:
+                    best, best_iou = j, iou
+            if best is not None:
+                used.add(best)
+                tp += 1
+        total += tp / (len(preds) + len(truths) - tp)
+    return total / 8
+
+
+def test_matches_reference_on_random_boxes():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        truths = [
+            tuple(rng.integers([0, 0, 5, 5], [80, 80, 40, 40]).astype(float))
+            for _ in range(rng.integers(0, 4))
+        ]
+        preds = []
+        for _ in range(rng.integers(0, 5)):
+            if truths and rng.random() < 0.7:  # a jittered truth, so that hits happen
+                x, y, w, h = truths[rng.integers(len(truths))]
+                preds.append((rng.random(), x + rng.normal(0, 3), y + rng.normal(0, 3), w, h))
+            else:
+                preds.append((rng.random(), *rng.integers([0, 0, 5, 5], [80, 80, 40, 40]).astype(float)))
+        expected = _reference_image_score(preds, truths)
+        assert image_score(preds, truths) == (
+            None if expected is None else pytest.approx(expected, abs=1e-12)
+        )
+
+
+def test_overlap_edge_cases():
+    # (2, 2, 2): image 0 has truth [[1,1],[0,0]], prediction [[1,0],[0,0]]; image 1 empty/empty
+    true = np.array([[[1, 1], [0, 0]], [[0, 0], [0, 0]]], bool)
+    pred = np.array([[[1, 0], [0, 0]], [[0, 0], [0, 0]]], bool)
+    m = overlap(pred, true)
+    assert m["dice"] == pytest.approx(2 / 3) and m["iou"] == pytest.approx(1 / 2)
+    assert m["mean_dice_positive"] == pytest.approx(2 / 3) and m["empty_rate_negative"] == 1.0
+    empty = np.zeros((1, 3, 3), bool)
+    assert overlap(empty, empty)["dice"] == 1.0 and overlap(empty, empty)["iou"] == 1.0
+    assert overlap(~empty, empty)["dice"] == 0.0 and overlap(~empty, empty)["empty_rate_negative"] == 0.0
+
+
+def test_boxes_from_mask_components_and_scale():
+    # (8, 8): two blobs, the right one more confident
+    prob = np.zeros((8, 8), np.float32)
+    prob[1:3, 1:4] = 0.6
+    prob[5:8, 6:8] = 0.9
+    boxes = boxes_from_mask(prob, 0.5, scale=(2.0, 4.0))
+    assert boxes == [(pytest.approx(0.9), 12.0, 20.0, 4.0, 12.0), (pytest.approx(0.6), 2.0, 4.0, 6.0, 8.0)]
+    assert boxes_from_mask(np.zeros((4, 4)), 0.5) == []
+
+
+def test_prediction_string_round_trip():
+    boxes = parse_prediction_string("0.5 10 20 30 40 0.25 1 2 3 4")
+    assert boxes == [(0.5, 10, 20, 30, 40), (0.25, 1, 2, 3, 4)]
+    assert parse_prediction_string(format_prediction_string(boxes)) == boxes
+    assert parse_prediction_string("") == []
+    with pytest.raises(ValueError, match="groups of 5"):
+        parse_prediction_string("0.5 1 2 3")
+
+
+def test_classification_metrics():
+    labels = np.array([1, 1, 0, 0, 0])
+    probs = np.array([0.9, 0.4, 0.6, 0.1, 0.2])  # TP, FN, FP, TN, TN
+    m = classification(labels, probs)
+    assert m["confusion_matrix"] == [[2, 1], [1, 1]]
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["specificity"] == pytest.approx(2 / 3)
+    assert m["f1"] == 0.5
+    assert m["roc_auc"] == pytest.approx(5 / 6)  # 5 of 6 positive/negative pairs ranked right
