@@ -84,6 +84,7 @@ def get_array_sizes():
 
 
 CLASSIFIERS = list(ARCHS)
+ALL_MODELS = ["unet", *CLASSIFIERS]
 
 
 def enabled_models():
@@ -119,6 +120,45 @@ def get_weights(model):
     return [] if path is None else [path]
 
 
+def model_file(model):
+    return f"{RESULTS}/models/{model}/" + (
+        "model.keras" if model == "unet" else "model.pt"
+    )
+
+
+def get_evaluation_inputs(wildcards):
+    model = wildcards.model
+    return {
+        "model": model_file(model),
+        "run_id": f"{RESULTS}/models/{model}/mlflow_run_id.txt",
+        "test": get_arrays(model, "test"),
+        "manifest": rules.manifest.output.manifest,
+        "boxes": rules.manifest.output.boxes,
+    }
+
+
+def get_evaluation_env(wildcards):
+    return (
+        "../envs/tensorflow.yaml" if wildcards.model == "unet" else "../envs/torch.yaml"
+    )
+
+
+def get_report_inputs(wildcards):
+    inputs = {
+        "manifest": rules.manifest.output.manifest,
+        "rejected": f"{RESULTS}/qc/rejected.tsv",
+    }
+    for model in enabled_models():
+        inputs[f"{model}_metrics"] = f"{RESULTS}/eval/{model}/metrics.json"
+        inputs[f"{model}_roc"] = f"{RESULTS}/eval/{model}/roc.csv"
+        inputs[f"{model}_run_id"] = f"{RESULTS}/models/{model}/mlflow_run_id.txt"
+        curves = ["loss.png", "dice.png"] if model == "unet" else ["curves.png"]
+        inputs[f"{model}_figures"] = [
+            f"{RESULTS}/models/{model}/{c}" for c in curves
+        ] + [f"{RESULTS}/eval/{model}/samples.png"]
+    return inputs
+
+
 def get_final_outputs():
     outputs = [f"{RESULTS}/qc/rejected.tsv"]
     outputs += expand(
@@ -127,11 +167,12 @@ def get_final_outputs():
         split=SPLITS,
         shard=SHARDS,
     )
+    # the models too, not only the report built from them: a deleted results/models must
+    # come back (from the MLflow run cache) on the next run
     for model in enabled_models():
-        if model in CLASSIFIERS:
-            outputs.append(f"{RESULTS}/models/{model}/model.pt")
-        else:
-            outputs.append(f"{RESULTS}/models/{model}/model.keras")
+        outputs += [model_file(model), f"{RESULTS}/eval/{model}/metrics.json"]
+    if enabled_models():
+        outputs.append(f"{RESULTS}/report/report.html")
     return outputs
 
 

@@ -114,9 +114,14 @@ def test_short_training_lowers_the_loss(weight_files, tmp_path):
     )
     run = _Run()
     history = fit(
-        cfg, _toy_arrays(32, 1), _toy_arrays(16, 2), model_out=tmp_path / "m.pt",
-        checkpoint=tmp_path / "ck.pt", run=run, fingerprint="fp",
-    )  # fmt: skip
+        cfg,
+        _toy_arrays(32, 1),
+        _toy_arrays(16, 2),
+        model_out=tmp_path / "m.pt",
+        checkpoint=tmp_path / "ck.pt",
+        run=run,
+        fingerprint="fp",
+    )
     assert list(history.epoch) == [0, 1, 2]
     assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
     assert history.val_loss.iloc[-1] < history.val_loss.iloc[0]  # it generalises, not only memorises
@@ -152,8 +157,12 @@ def test_resume_continues_at_the_next_epoch(weight_files, tmp_path, caplog):
 
 def test_empty_split_is_refused(tmp_path):
     np.savez(
-        tmp_path / "e.npz", images=np.zeros((0, 8, 8), np.uint8), masks=np.zeros((0, 8, 8), np.uint8),
-        labels=np.zeros(0, np.uint8), classes=np.zeros(0, "<U4"), patient_ids=np.zeros(0, "<U4"),
-    )  # fmt: skip
+        tmp_path / "e.npz",
+        images=np.zeros((0, 8, 8), np.uint8),
+        masks=np.zeros((0, 8, 8), np.uint8),
+        labels=np.zeros(0, np.uint8),
+        classes=np.zeros(0, "<U4"),
+        patient_ids=np.zeros(0, "<U4"),
+    )
     with pytest.raises(ValueError, match="the train split has no images"):
         load_split([tmp_path / "e.npz"], "train")

@@ -49,9 +49,14 @@ def test_16bit_rescale_and_window(make_dicom):
     # window center 1000 width 2000 maps -1..1999 onto black..white
     stored = gradient(8, 401, np.uint16, high=4000)
     path = make_dicom(
-        stored, BitsStored=12, HighBit=11, RescaleSlope=1, RescaleIntercept=-1000,
-        WindowCenter=1000, WindowWidth=2000,
-    )  # fmt: skip
+        stored,
+        BitsStored=12,
+        HighBit=11,
+        RescaleSlope=1,
+        RescaleIntercept=-1000,
+        WindowCenter=1000,
+        WindowWidth=2000,
+    )
     ds = read_dataset(path)
     out = to_uint8(ds)
     assert out.dtype == np.uint8 and out.shape == (8, 401)

@@ -61,9 +61,14 @@ def _inject_faults(sample):
     positive = labels[labels.Target == "1"].patientId.iloc[-1]
     labels.loc[labels.patientId == positive, ["x", "width"]] = ["200", "100"]
     labels.to_csv(sample / "stage_2_train_labels.csv", index=False)
-    return {ids[0]: "truncated DICOM file", ids[1]: "no pixel data", ids[2]: "no DICOM file",
-            "orphan-1": "no row in the labels CSV", "a..b": "not a plain patientId",
-            positive: "reaches outside the 256x256 image"}  # fmt: skip
+    return {
+        ids[0]: "truncated DICOM file",
+        ids[1]: "no pixel data",
+        ids[2]: "no DICOM file",
+        "orphan-1": "no row in the labels CSV",
+        "a..b": "not a plain patientId",
+        positive: "reaches outside the 256x256 image",
+    }
 
 
 def test_every_fault_is_refused_with_its_reason(sample):
@@ -82,10 +87,14 @@ def test_too_many_refusals_fail_naming_count_and_file(sample, tmp_path):
     out = tmp_path / "results"
     with pytest.raises(QCError, match=r"6 of 14 images \(42.9%\) were refused.*rejected_log.tsv"):
         run_manifest(
-            *_paths(sample), manifest_out=out / "manifest.tsv", boxes_out=out / "boxes.tsv",
-            rejected_out=out / "rejected.tsv", rejected_log=tmp_path / "rejected_log.tsv",
-            max_rejected_fraction=0.01, **OPTIONS,
-        )  # fmt: skip
+            *_paths(sample),
+            manifest_out=out / "manifest.tsv",
+            boxes_out=out / "boxes.tsv",
+            rejected_out=out / "rejected.tsv",
+            rejected_log=tmp_path / "rejected_log.tsv",
+            max_rejected_fraction=0.01,
+            **OPTIONS,
+        )
     assert len(pd.read_csv(tmp_path / "rejected_log.tsv", sep="\t")) == 6
     assert not (out / "manifest.tsv").exists()
 
@@ -94,10 +103,14 @@ def test_refusals_under_the_limit_let_the_run_go_on(sample, tmp_path):
     _inject_faults(sample)
     out = tmp_path / "results"
     manifest = run_manifest(
-        *_paths(sample), manifest_out=out / "manifest.tsv", boxes_out=out / "boxes.tsv",
-        rejected_out=out / "rejected.tsv", rejected_log=tmp_path / "log.tsv",
-        max_rejected_fraction=0.5, **OPTIONS,
-    )  # fmt: skip
+        *_paths(sample),
+        manifest_out=out / "manifest.tsv",
+        boxes_out=out / "boxes.tsv",
+        rejected_out=out / "rejected.tsv",
+        rejected_log=tmp_path / "log.tsv",
+        max_rejected_fraction=0.5,
+        **OPTIONS,
+    )
     assert len(manifest) == 8
     written = pd.read_csv(out / "manifest.tsv", sep="\t")
     assert list(written.columns) == MANIFEST_COLUMNS and len(written) == 8

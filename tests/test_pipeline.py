@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -134,8 +135,10 @@ def test_changing_a_model_size_reruns_only_its_arrays(tiny_run, tmp_path):
     changed.write_text(yaml.safe_dump(config))
     result = snakemake(tiny_run, "--configfile", str(changed), "-n")
     assert result.returncode == 0, result.stderr[-3000:]
-    # 3 splits x 3 shards at the new size and the U-Net: nothing upstream, no classifier
-    assert planned_jobs(result.stdout + result.stderr) == {"arrays": 9, "train_unet": 1, "all": 1}
+    # 3 splits x 3 shards at the new size, the U-Net's training and evaluation, and the
+    # report that compares all models: nothing upstream, no classifier
+    expected = {"arrays": 9, "train_unet": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_jobs(result.stdout + result.stderr) == expected
     assert "results/arrays/48px/train/00.npz" in result.stdout + result.stderr
 
 
@@ -145,7 +148,10 @@ def test_changing_one_classifier_reruns_only_its_training(tiny_run, tmp_path):
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
     result = snakemake(tiny_run, "--configfile", str(changed), "-n")
-    assert planned_jobs(result.stdout + result.stderr) == {"train_vgg16": 1, "all": 1}
+    out = result.stdout + result.stderr
+    assert planned_jobs(out) == {"train_vgg16": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert "output: results/eval/vgg16/metrics.json" in out
+    assert "output: results/eval/resnet101" not in out and "output: results/eval/unet" not in out
 
 
 @pytest.mark.parametrize(
@@ -283,6 +289,57 @@ def test_unet_trained_and_tracked(tiny_run):
     assert run.data.params["img_size"] == "64" and run.data.tags["pneumoflow.rule"] == "train_unet"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")] == [0, 1]
     assert _logged_model_runs(client) >= {run.info.run_id}
+
+
+def test_evaluation_metrics_json_and_mlflow(tiny_run):
+    client, runs = _mlflow_runs(tiny_run)
+    by_name = {r.info.run_name: r for r in runs}
+    for model, keys in {
+        "unet": {"dice", "iou", "mean_dice_positive", "empty_rate_negative", "rsna_score", "image_roc_auc"},
+        "vgg16": {"accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "confusion_matrix"},
+        "resnet101": {"accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "confusion_matrix"},
+    }.items():
+        result = json.loads((tiny_run / f"results/eval/{model}/metrics.json").read_text())
+        assert keys <= set(result) and result["n_test"] == 5
+        logged = by_name[model].data.metrics
+        for key in keys - {"confusion_matrix"}:
+            if result[key] == result[key]:  # NaN (one class missing) is not logged
+                assert logged[f"test_{key}"] == pytest.approx(result[key])
+        if model != "unet":
+            assert sum(map(sum, result["confusion_matrix"])) == 5
+        assert (tiny_run / f"results/eval/{model}/roc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unet_predictions_score_the_same_with_the_cli(tiny_run):
+    result = json.loads((tiny_run / "results/eval/unet/metrics.json").read_text())
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pneumoflow",
+            "score",
+            "--submission",
+            str(tiny_run / "results/eval/unet/predictions.csv"),
+            "--labels",
+            str(tiny_run / "data/synthetic/stage_2_train_labels.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == f"RSNA score {result['rsna_score']:.4f} over 5 images"
+
+
+def test_report_has_every_section_and_model(tiny_run):
+    page = (tiny_run / "results/report/report.html").read_text()
+    for section in ("Test metrics", "ROC curves", "Learning curves", "Data", "MLflow runs", "Configuration"):
+        assert f"<h2>{section}" in page
+    for model in ("unet", "vgg16", "resnet101"):
+        run_id = (tiny_run / f"results/models/{model}/mlflow_run_id.txt").read_text()
+        assert f"<td>{model}</td><td>{run_id}</td>" in page
+    assert "0.9528" in page and "0.8460" in page  # the seed study's figures, labelled
+    assert page.count("data:image/png;base64,") >= 8  # self-contained
+    assert "Fakename" not in page
 
 
 def test_deleted_models_are_restored_from_mlflow_not_retrained(tiny_run):

@@ -23,9 +23,14 @@ def prepared(sample_dir, tmp_path):
     pixels = np.full((512, 384), 3000, np.uint16)
     pixels[100:200, 50:150] = 1000  # dark in MONOCHROME1 storage = bright opacity on display
     write_dicom(
-        data / "stage_2_train_images" / "odd-size.dcm", pixels, Case("odd-size", "Lung Opacity"),
-        jpeg=False, PhotometricInterpretation="MONOCHROME1", BitsStored=12, HighBit=11,
-    )  # fmt: skip
+        data / "stage_2_train_images" / "odd-size.dcm",
+        pixels,
+        Case("odd-size", "Lung Opacity"),
+        jpeg=False,
+        PhotometricInterpretation="MONOCHROME1",
+        BitsStored=12,
+        HighBit=11,
+    )
     with open(data / "stage_2_train_labels.csv", "a") as fh:
         fh.write("odd-size,50,100,100,100,1\n")
     with open(data / "stage_2_detailed_class_info.csv", "a") as fh:
@@ -35,10 +40,16 @@ def prepared(sample_dir, tmp_path):
         data / "stage_2_train_labels.csv",
         data / "stage_2_detailed_class_info.csv",
         data / "stage_2_train_images",
-        manifest_out=out / "manifest.tsv", boxes_out=out / "boxes.tsv", rejected_out=out / "rej.tsv",
-        rejected_log=out / "rej.log.tsv", max_rejected_fraction=0.0, n_shards=1,
-        val_fraction=0.0, test_fraction=0.0, seed=1,
-    )  # fmt: skip
+        manifest_out=out / "manifest.tsv",
+        boxes_out=out / "boxes.tsv",
+        rejected_out=out / "rej.tsv",
+        rejected_log=out / "rej.log.tsv",
+        max_rejected_fraction=0.0,
+        n_shards=1,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        seed=1,
+    )
     return data, out
 
 

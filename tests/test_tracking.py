@@ -39,10 +39,15 @@ def _run(settings, tmp_path, fp_parts, values=(3.0, 2.0)):
     calls = []
     work = _work(outputs, values)
     run_id = tracking.run_tracked(
-        settings, name="vgg16", params={"lr": 0.001, "epochs": 2}, tags={"pneumoflow.rule": "train_vgg16"},
-        fingerprint_parts=fp_parts, outputs=outputs, run_id_out=tmp_path / "out" / "run_id.txt",
+        settings,
+        name="vgg16",
+        params={"lr": 0.001, "epochs": 2},
+        tags={"pneumoflow.rule": "train_vgg16"},
+        fingerprint_parts=fp_parts,
+        outputs=outputs,
+        run_id_out=tmp_path / "out" / "run_id.txt",
         work=lambda run: (calls.append(1), work(run)),
-    )  # fmt: skip
+    )
     return run_id, outputs, calls
 
 
@@ -90,9 +95,15 @@ def test_failed_work_marks_run_failed_and_is_not_reused(sqlite_settings, tmp_pat
 
     with pytest.raises(ValueError):
         tracking.run_tracked(
-            sqlite_settings, name="unet", params={}, tags={}, fingerprint_parts={"x": 1},
-            outputs={}, run_id_out=tmp_path / "id.txt", work=boom,
-        )  # fmt: skip
+            sqlite_settings,
+            name="unet",
+            params={},
+            tags={},
+            fingerprint_parts={"x": 1},
+            outputs={},
+            run_id_out=tmp_path / "id.txt",
+            work=boom,
+        )
     client = tracking.connect(sqlite_settings)
     exp = tracking.experiment_id(client, sqlite_settings)
     runs = client.search_runs([exp])
@@ -121,10 +132,15 @@ def _log_one(args):
     out = Path(root) / name
     out.mkdir()
     return tracking.run_tracked(
-        settings, name=name, params={"m": name}, tags={}, fingerprint_parts={"m": name},
-        outputs={"f.txt": out / "f.txt"}, run_id_out=out / "id.txt",
+        settings,
+        name=name,
+        params={"m": name},
+        tags={},
+        fingerprint_parts={"m": name},
+        outputs={"f.txt": out / "f.txt"},
+        run_id_out=out / "id.txt",
         work=lambda run: ((out / "f.txt").write_text(name), run.log_metrics({"val_acc": 0.5}, step=0)),
-    )  # fmt: skip
+    )
 
 
 def test_three_processes_on_a_fresh_database(tmp_path):
@@ -147,9 +163,21 @@ def mlflow_server(tmp_path_factory):
     port = _free_port()
     store, artifacts = f"sqlite:///{root}/server.db", str(root / "artifacts")
     cmd = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", store, "--artifacts-destination", artifacts, "--workers", "1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        store,
+        "--artifacts-destination",
+        artifacts,
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), env=env)
     url = f"http://127.0.0.1:{port}"

@@ -67,8 +67,14 @@ def _toy_split(path, n: int, seed: int, size: int = 32, positives: bool = True, 
         y, x = rng.integers(2, size - 16, 2)
         images[i, y : y + 14, x : x + 14] = 220
         masks[i, y : y + 14, x : x + 14] = 1
-    np.savez(path, images=images, masks=masks, labels=masks.any(axis=(1, 2)).astype(np.uint8),
-             classes=np.array(["x"] * n), patient_ids=np.array([f"p{i}" for i in range(n)]))  # fmt: skip
+    np.savez(
+        path,
+        images=images,
+        masks=masks,
+        labels=masks.any(axis=(1, 2)).astype(np.uint8),
+        classes=np.array(["x"] * n),
+        patient_ids=np.array([f"p{i}" for i in range(n)]),
+    )
     return str(path)
 
 
@@ -119,10 +125,15 @@ def test_training_lowers_loss_and_beats_empty_prediction(tmp_path):
     val = [_toy_split(tmp_path / "v.npz", 16, 4)]
     run = _Run()
     history = fit(
-        UnetConfig(img_size=32, epochs=12, batch_size=8, lr=0.001, patience=12), train, val,
-        model_out=tmp_path / "m.keras", history_out=tmp_path / "h.csv",
-        tensorboard_dir=tmp_path / "tb", backup_dir=tmp_path / "backup", run=run,
-    )  # fmt: skip
+        UnetConfig(img_size=32, epochs=12, batch_size=8, lr=0.001, patience=12),
+        train,
+        val,
+        model_out=tmp_path / "m.keras",
+        history_out=tmp_path / "h.csv",
+        tensorboard_dir=tmp_path / "tb",
+        backup_dir=tmp_path / "backup",
+        run=run,
+    )
     assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
     # an all-background prediction scores Dice = smooth / (|mask| + smooth), about 0
     assert history.val_dice.max() > 0.2
@@ -139,8 +150,12 @@ class _Interrupt(keras.callbacks.Callback):
 
 def test_resume_after_interruption(tmp_path, caplog, monkeypatch):
     train, val = [_toy_split(tmp_path / "t.npz", 16, 5)], [_toy_split(tmp_path / "v.npz", 8, 6)]
-    kwargs = dict(model_out=tmp_path / "m.keras", history_out=tmp_path / "h.csv",
-                  tensorboard_dir=tmp_path / "tb", backup_dir=tmp_path / "backup")  # fmt: skip
+    kwargs = dict(
+        model_out=tmp_path / "m.keras",
+        history_out=tmp_path / "h.csv",
+        tensorboard_dir=tmp_path / "tb",
+        backup_dir=tmp_path / "backup",
+    )
     cfg = UnetConfig(img_size=32, epochs=3, batch_size=8)
     real_fit = keras.Model.fit
 

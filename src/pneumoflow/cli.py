@@ -20,13 +20,20 @@ def _manifest(args: argparse.Namespace) -> None:
 
     out = args.out_dir
     run_manifest(
-        args.labels, args.classes, args.dicom_dir,
-        manifest_out=f"{out}/manifest.tsv", boxes_out=f"{out}/boxes.tsv",
-        rejected_out=f"{out}/qc/manifest_rejected.tsv", rejected_log=f"{out}/qc/manifest_rejected.tsv",
-        max_rejected_fraction=args.max_rejected_fraction, n_shards=args.shards,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+        args.labels,
+        args.classes,
+        args.dicom_dir,
+        manifest_out=f"{out}/manifest.tsv",
+        boxes_out=f"{out}/boxes.tsv",
+        rejected_out=f"{out}/qc/manifest_rejected.tsv",
+        rejected_log=f"{out}/qc/manifest_rejected.tsv",
+        max_rejected_fraction=args.max_rejected_fraction,
+        n_shards=args.shards,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
         max_images=args.max_images,
-    )  # fmt: skip
+    )
 
 
 def _dicom_to_jpg(args: argparse.Namespace) -> None:
@@ -47,6 +54,13 @@ def _arrays(args: argparse.Namespace) -> None:
     build_arrays(
         args.manifest, args.split, args.shard, args.size, args.jpg_dir, args.mask_dir, args.refused, args.out
     )
+
+
+def _score(args: argparse.Namespace) -> None:
+    from pneumoflow.submission import score_submission
+
+    score, n = score_submission(args.submission, args.labels)
+    print(f"RSNA score {score:.4f} over {n} images")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("refused", help="dicom_to_jpg's TSV of refused files")
     p.add_argument("out", help="output .npz")
     p.set_defaults(func=_arrays)
+
+    p = sub.add_parser("score", help="RSNA competition score of a Kaggle-format submission")
+    p.add_argument(
+        "--submission", required=True, help="CSV of patientId,PredictionString ('conf x y w h ...')"
+    )
+    p.add_argument("--labels", required=True, help="stage_2_train_labels.csv")
+    p.set_defaults(func=_score)
     return parser
 
 

@@ -22,9 +22,18 @@ from pneumoflow.tables import write_tsv
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = [
-    "patientId", "split", "shard", "target", "class", "n_boxes",
-    "view", "sex", "age", "rows", "cols",
-]  # fmt: skip
+    "patientId",
+    "split",
+    "shard",
+    "target",
+    "class",
+    "n_boxes",
+    "view",
+    "sex",
+    "age",
+    "rows",
+    "cols",
+]
 BOX_COLUMNS = ["patientId", "x", "y", "width", "height"]
 
 
@@ -116,9 +125,17 @@ def check_rejected_fraction(n_refused: int, n_candidates: int, max_fraction: flo
 
 
 def run_manifest(
-    labels_csv, classes_csv, dicom_dir, *, manifest_out, boxes_out, rejected_out,
-    rejected_log, max_rejected_fraction, **options,
-) -> pd.DataFrame:  # fmt: skip
+    labels_csv,
+    classes_csv,
+    dicom_dir,
+    *,
+    manifest_out,
+    boxes_out,
+    rejected_out,
+    rejected_log,
+    max_rejected_fraction,
+    **options,
+) -> pd.DataFrame:
     """Build the manifest and write manifest, boxes and rejections (see build_manifest).
 
     The rejections are also written to `rejected_log`, which survives a failed

@@ -138,3 +138,13 @@ def classification(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
         "roc_auc": float(roc_auc_score(labels, probs)) if both_classes else float("nan"),
         "confusion_matrix": [[tn, fp], [fn, tp]],
     }
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates) of the ROC curve; empty when one class is missing."""
+    from sklearn.metrics import roc_curve
+
+    if len(np.unique(labels)) < 2:
+        return np.zeros(0), np.zeros(0)
+    fpr, tpr, _ = roc_curve(labels.astype(int), scores)
+    return fpr, tpr

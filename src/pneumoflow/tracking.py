@@ -187,6 +187,13 @@ class ModelRun:
         self.params, self.tags = dict(params), dict(tags)
         self.run_id: str | None = None
 
+    @classmethod
+    def attach(cls, client, run_id: str) -> ModelRun:
+        """Handle on an existing run (e.g. to add test metrics to a finished training run)."""
+        run = cls(client, None, "", {}, {})
+        run.run_id = run_id
+        return run
+
     def __enter__(self) -> ModelRun:
         if self.client is None:
             return self

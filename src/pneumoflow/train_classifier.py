@@ -289,9 +289,15 @@ def run_stage(
 
     def work(run: tracking.ModelRun) -> None:
         history = fit(
-            cfg, train, val, model_out=Path(model_out), checkpoint=Path(checkpoint), run=run,
-            fingerprint=fingerprint, threads=threads,
-        )  # fmt: skip
+            cfg,
+            train,
+            val,
+            model_out=Path(model_out),
+            checkpoint=Path(checkpoint),
+            run=run,
+            fingerprint=fingerprint,
+            threads=threads,
+        )
         with atomic_path(history_out) as tmp:
             history.to_csv(tmp, index=False)
         plots.plot_curves(history, ["loss", "acc"], curves_out, f"{name}: learning curves")
@@ -304,6 +310,12 @@ def run_stage(
 
     outputs = {"model.pt": model_out, "history.csv": history_out, "curves.png": curves_out}
     return tracking.run_tracked(
-        tracking.TrackingSettings.from_config(mlflow_section), name=name, params=params, tags=tags,
-        fingerprint_parts=parts, outputs=outputs, run_id_out=run_id_out, work=work,
-    )  # fmt: skip
+        tracking.TrackingSettings.from_config(mlflow_section),
+        name=name,
+        params=params,
+        tags=tags,
+        fingerprint_parts=parts,
+        outputs=outputs,
+        run_id_out=run_id_out,
+        work=work,
+    )

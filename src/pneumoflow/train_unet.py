@@ -204,15 +204,28 @@ def run_stage(
     data_hash = tracking.hash_files([*train_npz, *val_npz])[:16]
     code = tracking.code_version(unet, sys.modules[__name__])
     parts = {"config": config, "split_seed": split_seed, "data": data_hash, "code": code}
-    params = {**config, "split_seed": split_seed, "manifest_hash": tracking.hash_files([manifest])[:16],
-              "data_hash": data_hash, "n_train": n_train, "n_train_positive": n_train_positive,
-              "n_val": n_val}  # fmt: skip
+    params = {
+        **config,
+        "split_seed": split_seed,
+        "manifest_hash": tracking.hash_files([manifest])[:16],
+        "data_hash": data_hash,
+        "n_train": n_train,
+        "n_train_positive": n_train_positive,
+        "n_val": n_val,
+    }
 
     def work(run: tracking.ModelRun) -> None:
         history = fit(
-            cfg, train_npz, val_npz, model_out=outputs["model.keras"], history_out=outputs["history.csv"],
-            tensorboard_dir=out / "tensorboard", backup_dir=backup_dir, run=run, threads=threads,
-        )  # fmt: skip
+            cfg,
+            train_npz,
+            val_npz,
+            model_out=outputs["model.keras"],
+            history_out=outputs["history.csv"],
+            tensorboard_dir=out / "tensorboard",
+            backup_dir=backup_dir,
+            run=run,
+            threads=threads,
+        )
         plots.plot_curves(history, ["loss"], outputs["loss.png"], "U-Net: Dice loss")
         plots.plot_curves(history, ["dice", "mean_iou"], outputs["dice.png"], "U-Net: Dice and mean IoU")
         best = history.loc[history.val_loss.idxmin()]
@@ -221,9 +234,15 @@ def run_stage(
         shutil.rmtree(backup_dir, ignore_errors=True)
 
     return tracking.run_tracked(
-        tracking.TrackingSettings.from_config(mlflow_section), name="unet", params=params, tags=tags,
-        fingerprint_parts=parts, outputs=outputs, run_id_out=run_id_out, work=work,
-    )  # fmt: skip
+        tracking.TrackingSettings.from_config(mlflow_section),
+        name="unet",
+        params=params,
+        tags=tags,
+        fingerprint_parts=parts,
+        outputs=outputs,
+        run_id_out=run_id_out,
+        work=work,
+    )
 
 
 def _log_keras_model(run: tracking.ModelRun, model_path: Path) -> None:

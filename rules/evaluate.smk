@@ -1,0 +1,56 @@
+# Evaluation of each model on the test split, and the comparison report.
+
+
+rule evaluate:
+    input:
+        unpack(get_evaluation_inputs),
+    output:
+        metrics=f"{RESULTS}/eval/{{model}}/metrics.json",
+        predictions=f"{RESULTS}/eval/{{model}}/predictions.csv",
+        roc_points=f"{RESULTS}/eval/{{model}}/roc.csv",
+        roc=report(
+            f"{RESULTS}/eval/{{model}}/roc.png",
+            caption="../report/roc.rst",
+            category="Evaluation",
+            subcategory="{model}",
+        ),
+        samples=report(
+            f"{RESULTS}/eval/{{model}}/samples.png",
+            caption="../report/samples.rst",
+            category="Evaluation",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/evaluate/{model}.log",
+    wildcard_constraints:
+        model="|".join(ALL_MODELS),
+    conda:
+        get_evaluation_env
+    threads: 2
+    resources:
+        mem_mb=6000,
+    params:
+        mlflow=canonical(config["mlflow"]),
+        threshold=config["evaluate"]["threshold"],
+    script:
+        "../scripts/evaluate.py"
+
+
+rule report:
+    input:
+        unpack(get_report_inputs),
+    output:
+        html=report(
+            f"{RESULTS}/report/report.html",
+            caption="../report/report.rst",
+            category="Report",
+        ),
+    log:
+        "logs/report.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        models=enabled_models(),
+        config=config,
+    script:
+        "../scripts/report.py"

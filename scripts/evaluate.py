@@ -1,0 +1,20 @@
+from pneumoflow.logs import to_file
+
+to_file(snakemake.log[0])
+
+import json
+from pathlib import Path
+
+from pneumoflow.evaluate import run_stage
+
+run_stage(
+    snakemake.wildcards.model,
+    model_path=snakemake.input.model,
+    test_npz=list(snakemake.input.test),
+    manifest=snakemake.input.manifest,
+    boxes=snakemake.input.boxes,
+    run_id_file=snakemake.input.run_id,
+    out_dir=str(Path(snakemake.output.metrics).parent),
+    mlflow_section=json.loads(snakemake.params.mlflow),
+    threshold=snakemake.params.threshold,
+)
