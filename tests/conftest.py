@@ -36,3 +36,15 @@ def gradient(rows: int = 64, cols: int = 48, dtype=np.uint8, high: int = 255) ->
     """(rows, cols) image rising left to right from 0 to `high`."""
     ramp = np.linspace(0, high, cols)
     return np.tile(ramp, (rows, 1)).round().astype(dtype)
+
+
+class RecordingRun:
+    """Stands in for tracking.ModelRun without a store: records what a trainer logs."""
+
+    run_id = None
+
+    def __init__(self):
+        self.logged: list[tuple[int | None, dict]] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.logged.append((step, dict(metrics)))

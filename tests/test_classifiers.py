@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import RecordingRun
 
 from pneumoflow.classifiers import WeightsError, build_classifier, count_parameters
 from pneumoflow.train_classifier import ClassifierConfig, fit, load_split
@@ -98,21 +99,11 @@ def _toy_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-class _Run:
-    run_id = None
-
-    def __init__(self):
-        self.logged = []
-
-    def log_metrics(self, metrics, step=None):
-        self.logged.append((step, dict(metrics)))
-
-
 def test_short_training_lowers_the_loss(weight_files, tmp_path):
     cfg = ClassifierConfig(
         "vgg16", img_size=32, weights=str(weight_files["vgg16"]), epochs=3, batch_size=8, lr=0.01
     )
-    run = _Run()
+    run = RecordingRun()
     history = fit(
         cfg,
         _toy_arrays(32, 1),
@@ -134,10 +125,10 @@ def test_resume_continues_at_the_next_epoch(weight_files, tmp_path, caplog):
     base = dict(img_size=32, weights=str(weight_files["resnet101"]), batch_size=8, lr=0.01)
     train, val = _toy_arrays(16, 3), _toy_arrays(8, 4)
     kwargs = dict(model_out=tmp_path / "m.pt", checkpoint=tmp_path / "ck.pt", fingerprint="same")
-    first = fit(ClassifierConfig("resnet101", epochs=1, **base), train, val, run=_Run(), **kwargs)
+    first = fit(ClassifierConfig("resnet101", epochs=1, **base), train, val, run=RecordingRun(), **kwargs)
     # the job was stopped after epoch 1; the rerun asks for 2 epochs with the same fingerprint
     caplog.set_level(logging.INFO)
-    run = _Run()
+    run = RecordingRun()
     resumed = fit(ClassifierConfig("resnet101", epochs=2, **base), train, val, run=run, **kwargs)
     assert "resuming from" in caplog.text and "at epoch 2 of 2" in caplog.text
     assert list(resumed.epoch) == [0, 1]
@@ -149,7 +140,7 @@ def test_resume_continues_at_the_next_epoch(weight_files, tmp_path, caplog):
         ClassifierConfig("resnet101", epochs=1, **base),
         train,
         val,
-        run=_Run(),
+        run=RecordingRun(),
         **{**kwargs, "fingerprint": "x"},
     )
     assert "ignoring checkpoint" in caplog.text and list(again.epoch) == [0]

@@ -7,6 +7,7 @@ import logging
 import keras
 import numpy as np
 import pytest
+from conftest import RecordingRun
 
 from pneumoflow.train_unet import UnetConfig, check_split, fit, make_dataset
 from pneumoflow.unet import build_unet, dice_coefficient, dice_loss
@@ -110,20 +111,10 @@ def test_dataset_scales_and_one_hots_without_dropping(tmp_path):
         np.testing.assert_array_equal(mask[0][..., 1].numpy(), data["masks"][0])  # pairs kept together
 
 
-class _Run:
-    run_id = None
-
-    def __init__(self):
-        self.logged = []
-
-    def log_metrics(self, metrics, step=None):
-        self.logged.append((step, dict(metrics)))
-
-
 def test_training_lowers_loss_and_beats_empty_prediction(tmp_path):
     train = [_toy_split(tmp_path / "t.npz", 64, 3, every=1)]
     val = [_toy_split(tmp_path / "v.npz", 16, 4)]
-    run = _Run()
+    run = RecordingRun()
     history = fit(
         UnetConfig(img_size=32, epochs=12, batch_size=8, lr=0.001, patience=12),
         train,
@@ -164,11 +155,11 @@ def test_resume_after_interruption(tmp_path, caplog, monkeypatch):
 
     monkeypatch.setattr(keras.Model, "fit", interrupted_fit)
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, train, val, run=_Run(), **kwargs)
+        fit(cfg, train, val, run=RecordingRun(), **kwargs)
     monkeypatch.setattr(keras.Model, "fit", real_fit)
     assert (tmp_path / "backup").exists()
     caplog.set_level(logging.INFO)
-    run = _Run()
+    run = RecordingRun()
     history = fit(cfg, train, val, run=run, **kwargs)
     assert "resuming from the last epoch backup" in caplog.text
     assert [step for step, _ in run.logged] == [1, 2]  # epoch 0 was not trained again
