@@ -249,6 +249,7 @@ def test_classifiers_trained_and_tracked(tiny_run):
         history = pd.read_csv(folder / "history.csv")
         assert list(history.epoch) == [0, 1]
         assert {"train_loss", "val_loss", "train_acc", "val_acc"} <= set(history.columns)
+        assert history.train_loss[1] < history.train_loss[0]  # a short run on the sample learns
         assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
         run = by_name[model]
         assert (folder / "mlflow_run_id.txt").read_text() == run.info.run_id
@@ -307,6 +308,9 @@ def test_evaluation_metrics_json_and_mlflow(tiny_run):
                 assert logged[f"test_{key}"] == pytest.approx(result[key])
         if model != "unet":
             assert sum(map(sum, result["confusion_matrix"])) == 5
+        else:
+            # an all-background prediction scores Dice 0 on a test split with opacities
+            assert result["dice"] > 0 and result["mean_dice_positive"] > 0
         assert (tiny_run / f"results/eval/{model}/roc.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -352,3 +356,10 @@ def test_deleted_models_are_restored_from_mlflow_not_retrained(tiny_run):
         log = (tiny_run / f"logs/train_{model}.log").read_text()
         assert "restored outputs from MLflow run" in log and "poch 1/2" not in log
         assert (tiny_run / f"results/models/{model}/{files[model]}").read_bytes() == data
+
+
+def test_snakemake_report_builds(tiny_run):
+    result = snakemake(tiny_run, "--configfile", str(TINY), "--report", "results/snakemake-report.html")
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = (tiny_run / "results/snakemake-report.html").read_text()
+    assert "Evaluation" in page and "Training" in page  # the report() categories
