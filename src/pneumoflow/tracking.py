@@ -248,6 +248,42 @@ def code_version(*modules) -> str:
     return hash_files(Path(m.__file__) for m in modules)[:16]
 
 
+def stage_identity(
+    config: Mapping,
+    *,
+    split_seed: int,
+    data_files: list,
+    manifest: str | Path,
+    code_modules: list,
+    inputs: Mapping[str, str] | None = None,
+    counts: Mapping[str, int] | None = None,
+) -> tuple[dict, dict]:
+    """(fingerprint parts, MLflow params) of a training stage.
+
+    The fingerprint covers what decides the result: the stage config, split seed,
+    input arrays, extra `inputs` hashes (e.g. a weights file) and the stage code.
+    The params add the manifest hash and the image `counts` for the UI.
+    """
+    data_hash = hash_files(data_files)[:16]
+    inputs = dict(inputs or {})
+    parts = {
+        "config": dict(config),
+        "split_seed": split_seed,
+        "data": data_hash,
+        "code": code_version(*code_modules),
+        **inputs,
+    }
+    params = {
+        **config,
+        "split_seed": split_seed,
+        "manifest_hash": hash_files([manifest])[:16],
+        "data_hash": data_hash,
+        **{f"{k}_hash": v for k, v in inputs.items()},
+        **(counts or {}),
+    }
+    return parts, params
+
+
 def run_tracked(
     settings: TrackingSettings,
     *,

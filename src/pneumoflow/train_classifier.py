@@ -266,25 +266,15 @@ def run_stage(
         classifiers.build_classifier(name, cfg.weights)  # a bad weights file stops us before anything else
     train, val = load_split(train_npz, "train"), load_split(val_npz, "val")
     weights_hash = tracking.hash_files([cfg.weights])[:16] if cfg.weights else "none"
-    data_hash = tracking.hash_files([*train_npz, *val_npz])[:16]
-    code = tracking.code_version(classifiers, torchdata, sys.modules[__name__])
-    config = dataclasses.asdict(cfg)
-    parts = {
-        "config": config,
-        "split_seed": split_seed,
-        "data": data_hash,
-        "weights": weights_hash,
-        "code": code,
-    }
-    params = {
-        **config,
-        "split_seed": split_seed,
-        "manifest_hash": tracking.hash_files([manifest])[:16],
-        "data_hash": data_hash,
-        "weights_hash": weights_hash,
-        "n_train": len(train[1]),
-        "n_val": len(val[1]),
-    }
+    parts, params = tracking.stage_identity(
+        dataclasses.asdict(cfg),
+        split_seed=split_seed,
+        data_files=[*train_npz, *val_npz],
+        manifest=manifest,
+        code_modules=[classifiers, torchdata, sys.modules[__name__]],
+        inputs={"weights": weights_hash},
+        counts={"n_train": len(train[1]), "n_val": len(val[1])},
+    )
     fingerprint = tracking.fingerprint(parts)
 
     def work(run: tracking.ModelRun) -> None:

@@ -200,19 +200,14 @@ def run_stage(
     n_val, _ = check_split(val_npz, "val", cfg.img_size, need_positive=False)
     out = Path(out_dir)
     outputs = {name: out / name for name in ("model.keras", "history.csv", "loss.png", "dice.png")}
-    config = dataclasses.asdict(cfg)
-    data_hash = tracking.hash_files([*train_npz, *val_npz])[:16]
-    code = tracking.code_version(unet, sys.modules[__name__])
-    parts = {"config": config, "split_seed": split_seed, "data": data_hash, "code": code}
-    params = {
-        **config,
-        "split_seed": split_seed,
-        "manifest_hash": tracking.hash_files([manifest])[:16],
-        "data_hash": data_hash,
-        "n_train": n_train,
-        "n_train_positive": n_train_positive,
-        "n_val": n_val,
-    }
+    parts, params = tracking.stage_identity(
+        dataclasses.asdict(cfg),
+        split_seed=split_seed,
+        data_files=[*train_npz, *val_npz],
+        manifest=manifest,
+        code_modules=[unet, sys.modules[__name__]],
+        counts={"n_train": n_train, "n_train_positive": n_train_positive, "n_val": n_val},
+    )
 
     def work(run: tracking.ModelRun) -> None:
         history = fit(
