@@ -143,9 +143,13 @@ def _log_one(args):
     )
 
 
-def test_three_processes_on_a_fresh_database(tmp_path):
+def test_three_processes_on_a_fresh_database(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/fresh.db"
-    tracking.init_store(TrackingSettings(tracking_uri=uri, experiment="parallel"))  # what onstart does
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    parent = tracking.start_parent_run(
+        TrackingSettings(tracking_uri=uri, experiment="parallel"), "pipeline", {}
+    )
+    assert os.environ[tracking.PARENT_ENV] == parent  # what onstart does
     with ProcessPoolExecutor(3) as pool:
         ids = list(pool.map(_log_one, [(uri, m, str(tmp_path)) for m in ("unet", "vgg16", "resnet101")]))
     assert len(set(ids)) == 3 and all(ids)

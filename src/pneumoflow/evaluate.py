@@ -125,14 +125,14 @@ def run_stage(
         table = pd.DataFrame(
             {"patientId": ids, "PredictionString": [metrics.format_prediction_string(preds[p]) for p in ids]}
         )
-        plots.plot_overlays(data["images"], data["masks"], prob > threshold, ids, out / "samples.png")
+        plots.plot_overlays(data["images"], data["masks"], prob > threshold, out / "samples.png")
     else:
         score = classifier_probs(model_name, model_path, data["images"])
         result = metrics.classification(labels, score, threshold)
         result["n_test"] = len(labels)
         table = pd.DataFrame({"patientId": ids, "probability": score, "label": labels})
         plots.plot_confusion(result["confusion_matrix"], out / "confusion.png", model_name)
-        plots.plot_samples(data["images"], labels, score >= threshold, ids, out / "samples.png")
+        plots.plot_samples(data["images"], labels, score >= threshold, out / "samples.png")
     fpr, tpr = metrics.roc_points(labels, score)
     with atomic_path(out / "roc.csv") as tmp:
         pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(tmp, index=False)

@@ -66,7 +66,7 @@ def plot_confusion(matrix: list[list[int]], path: str | Path, title: str) -> Non
     _save(fig, path)
 
 
-def plot_samples(images, labels, predicted, ids, path: str | Path, n: int = 8) -> None:
+def plot_samples(images, labels, predicted, path: str | Path, n: int = 8) -> None:
     """Grid of test images titled predicted vs true label (as the seed study shows)."""
     names = ("normal", "pneumonia")
     count = min(n, len(images))
@@ -83,7 +83,7 @@ def plot_samples(images, labels, predicted, ids, path: str | Path, n: int = 8) -
     _save(fig, path)
 
 
-def plot_overlays(images, masks, predicted, ids, path: str | Path, n: int = 8) -> None:
+def plot_overlays(images, masks, predicted, path: str | Path, n: int = 8) -> None:
     """Test images with the true mask (green) and the predicted mask (red) outlined."""
     order = sorted(range(len(images)), key=lambda i: -int(masks[i].any()))[:n]
     fig, axes = plt.subplots(1, max(len(order), 1), figsize=(2.2 * max(len(order), 1), 2.4), squeeze=False)

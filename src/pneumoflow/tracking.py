@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,14 +116,12 @@ def experiment_id(client, settings: TrackingSettings) -> str:
         return found.experiment_id
 
 
-def init_store(settings: TrackingSettings) -> str | None:
-    """Create the schema and the experiment once, before jobs log in parallel; return its id."""
-    client = connect(settings)
-    return experiment_id(client, settings) if client else None
-
-
 def start_parent_run(settings: TrackingSettings, name: str, tags: Mapping[str, str]) -> str | None:
-    """Open the run grouping one pipeline invocation; its id is exported to jobs via PARENT_ENV."""
+    """Open the run grouping one pipeline invocation; its id is exported to jobs via PARENT_ENV.
+
+    Called from the Snakefile's onstart, it also creates the store's schema and the
+    experiment once, before jobs log in parallel (a fresh sqlite db otherwise races).
+    """
     client = connect(settings)
     if client is None:
         return None
@@ -219,14 +218,9 @@ class ModelRun:
         if self.run_id:
             from mlflow.entities import Metric
 
-            now = _now_ms()
+            now = int(time.time() * 1000)
             batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
             self.client.log_batch(self.run_id, metrics=batch)
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        for key, value in tags.items():
-            if self.run_id:
-                self.client.set_tag(self.run_id, key, value)
 
     def log_outputs(self, outputs: Mapping[str, str | Path]) -> None:
         """Log each output file as artifact outputs/<name>, where the run cache finds it."""
@@ -235,12 +229,6 @@ class ModelRun:
                 for name, path in outputs.items():
                     shutil.copyfile(path, Path(tmp) / name)
                 self.client.log_artifacts(self.run_id, tmp, OUTPUTS)
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
 
 
 def code_version(*modules) -> str:
