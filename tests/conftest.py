@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +50,18 @@ class RecordingRun:
 
     def log_metrics(self, metrics, step=None):
         self.logged.append((step, dict(metrics)))
+
+
+def score_cli(submission: Path, labels: Path) -> subprocess.CompletedProcess:
+    """Run `python -m pneumoflow score` as a user would."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pneumoflow",
+        "score",
+        "--submission",
+        str(submission),
+        "--labels",
+        str(labels),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True)

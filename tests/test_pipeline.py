@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import score_cli
 
 from pneumoflow.synth import generate
 
@@ -128,12 +129,17 @@ def planned_jobs(output: str) -> dict[str, int]:
     return jobs
 
 
-def test_changing_a_model_size_reruns_only_its_arrays(tiny_run, tmp_path):
+def dry_run_with(workdir: Path, tmp_path: Path, model: str, key: str, value) -> subprocess.CompletedProcess:
+    """`snakemake -n` after setting models.<model>.<key> = value in the tiny config."""
     config = yaml.safe_load(TINY.read_text())
-    config["models"]["unet"]["img_size"] = 48
+    config["models"][model][key] = value
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
-    result = snakemake(tiny_run, "--configfile", str(changed), "-n")
+    return snakemake(workdir, "--configfile", str(changed), "-n")
+
+
+def test_changing_a_model_size_reruns_only_its_arrays(tiny_run, tmp_path):
+    result = dry_run_with(tiny_run, tmp_path, "unet", "img_size", 48)
     assert result.returncode == 0, result.stderr[-3000:]
     # 3 splits x 3 shards at the new size, the U-Net's training and evaluation, and the
     # report that compares all models: nothing upstream, no classifier
@@ -143,11 +149,7 @@ def test_changing_a_model_size_reruns_only_its_arrays(tiny_run, tmp_path):
 
 
 def test_changing_one_classifier_reruns_only_its_training(tiny_run, tmp_path):
-    config = yaml.safe_load(TINY.read_text())
-    config["models"]["vgg16"]["lr"] = 0.005
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    result = snakemake(tiny_run, "--configfile", str(changed), "-n")
+    result = dry_run_with(tiny_run, tmp_path, "vgg16", "lr", 0.005)
     out = result.stdout + result.stderr
     assert planned_jobs(out) == {"train_vgg16": 1, "evaluate": 1, "report": 1, "all": 1}
     assert "output: results/eval/vgg16/metrics.json" in out
@@ -316,21 +318,10 @@ def test_evaluation_metrics_json_and_mlflow(tiny_run):
 
 def test_unet_predictions_score_the_same_with_the_cli(tiny_run):
     result = json.loads((tiny_run / "results/eval/unet/metrics.json").read_text())
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pneumoflow",
-            "score",
-            "--submission",
-            str(tiny_run / "results/eval/unet/predictions.csv"),
-            "--labels",
-            str(tiny_run / "data/synthetic/stage_2_train_labels.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    out = score_cli(
+        tiny_run / "results/eval/unet/predictions.csv", tiny_run / "data/synthetic/stage_2_train_labels.csv"
     )
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"RSNA score {result['rsna_score']:.4f} over 5 images"
 
 

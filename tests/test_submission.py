@@ -1,9 +1,7 @@
 """`pneumoflow score` on a small hand-worked submission."""
 
-import subprocess
-import sys
-
 import pytest
+from conftest import score_cli
 
 from pneumoflow.submission import score_submission
 
@@ -37,21 +35,8 @@ def test_score_function(files):
 
 def test_score_cli(files):
     submission, labels = files
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pneumoflow",
-            "score",
-            "--submission",
-            str(submission),
-            "--labels",
-            str(labels),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    out = score_cli(submission, labels)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "RSNA score 0.5000 over 4 images"
 
 
@@ -63,18 +48,5 @@ def test_unknown_patient_and_bad_string_are_named(files, tmp_path):
     (tmp_path / "bad2.csv").write_text("patientId,PredictionString\na,0.5 1 2 3\n")
     with pytest.raises(ValueError, match=r"bad2.csv:2: PredictionString needs groups of 5"):
         score_submission(tmp_path / "bad2.csv", labels)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pneumoflow",
-            "score",
-            "--submission",
-            str(tmp_path / "bad2.csv"),
-            "--labels",
-            str(labels),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    out = score_cli(tmp_path / "bad2.csv", labels)
     assert out.returncode == 1 and "groups of 5" in out.stderr
