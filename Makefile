@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Extras installed with the package (see pyproject.toml).
-EXTRAS ?= dev,train
+EXTRAS ?= dev,train,cluster
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 

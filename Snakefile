@@ -16,6 +16,12 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 
 
+# Quick bookkeeping that runs on the submit host, not as cluster jobs.
+localrules:
+    qc_rejected,
+    report,
+
+
 onstart:
     start_tracking()
 

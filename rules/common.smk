@@ -9,7 +9,7 @@ from pathlib import Path
 # The package in src/ serves the Snakefile and every job, installed or not.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from pneumoflow import provenance
+from pneumoflow import imagefolder, provenance
 from pneumoflow.classifiers import ARCHS, WEIGHTS_URL
 from pneumoflow.ids import is_plain_id, shard_name, shard_of
 from pneumoflow.jobenv import export_src_path
@@ -39,23 +39,59 @@ def get_data_dir():
         return SYNTH_DIR
     if source == "rsna":
         return config["data"]["rsna_dir"]
-    raise ValueError(f"expected data.source synthetic or rsna, got {source!r}")
+    if source == "imagefolder":
+        return config["data"]["imagefolder_dir"]
+    raise ValueError(
+        f"expected data.source synthetic, rsna or imagefolder, got {source!r}"
+    )
+
+
+IMAGEFOLDER = config["data"]["source"] == "imagefolder"
+if IMAGEFOLDER and not config["data"]["imagefolder_dir"]:
+    raise ValueError(
+        "data.source is imagefolder but data.imagefolder_dir is not set; point it at a folder "
+        "train|val|test/<CLASS>/<image> (e.g. Kermany's chest_xray)"
+    )
 
 
 def get_train_image_dir():
     return f"{get_data_dir()}/stage_2_train_images"
 
 
+def get_test_image_dir():
+    return f"{get_data_dir()}/stage_2_test_images"
+
+
+def has_test_images():
+    """The synthetic sample always has a test folder; an RSNA download when it was unpacked."""
+    return (
+        config["data"]["source"] == "synthetic" or Path(get_test_image_dir()).is_dir()
+    )
+
+
+def get_test_dicoms(wildcards):
+    """stage_2_test_images as submission inputs (its folder for the not yet generated sample)."""
+    if config["data"]["source"] == "synthetic":
+        return get_test_image_dir()
+    return sorted(str(p) for p in Path(get_test_image_dir()).glob("*.dcm"))
+
+
 @cache
 def _rsna_dicoms_by_shard():
-    """{shard label: [dcm paths]} of the RSNA download, listed once per run."""
+    """{shard label: [input image paths]} of an RSNA download or ImageFolder, listed once per run."""
     folder = Path(get_train_image_dir())
-    if not folder.is_dir():
+    if not folder.is_dir() and not IMAGEFOLDER:
         raise ValueError(
             f"data.rsna_dir={config['data']['rsna_dir']!r} has no stage_2_train_images/ folder; "
             "point it at the unpacked RSNA Pneumonia Detection Challenge download"
         )
     shards = {s: [] for s in SHARDS}
+    if IMAGEFOLDER:
+        root = Path(get_data_dir())
+        for path in imagefolder.list_files(root):
+            pid = imagefolder.image_id(path.relative_to(root))
+            shards[shard_name(shard_of(pid, N_SHARDS))].append(str(path))
+        return shards
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         pid = entry.name.removesuffix(".dcm")
         if entry.name.endswith(".dcm") and is_plain_id(pid):
@@ -79,16 +115,30 @@ def get_dicoms(wildcards):
 
 def get_array_sizes():
     """Distinct img_size of the enabled models, e.g. [224, 256]."""
-    models = config["models"].values()
-    return sorted({m["img_size"] for m in models if m["enabled"]})
+    return sorted({config["models"][m]["img_size"] for m in enabled_models()})
 
 
 CLASSIFIERS = list(ARCHS)
 ALL_MODELS = ["unet", *CLASSIFIERS]
 
 
+def skipped_models():
+    """{model: why it does not run} for the report."""
+    skipped = {
+        name: f"disabled in config (models.{name}.enabled: false)"
+        for name, section in config["models"].items()
+        if not section["enabled"]
+    }
+    if IMAGEFOLDER and config["models"]["unet"]["enabled"]:
+        skipped["unet"] = (
+            "data.source is imagefolder: its images carry class labels but no opacity boxes, "
+            "so there is nothing to train or test a segmentation model on"
+        )
+    return skipped
+
+
 def enabled_models():
-    return [name for name, section in config["models"].items() if section["enabled"]]
+    return [name for name in config["models"] if name not in skipped_models()]
 
 
 def get_arrays(model, split):
@@ -173,6 +223,8 @@ def get_final_outputs():
         outputs += [model_file(model), f"{RESULTS}/eval/{model}/metrics.json"]
     if enabled_models():
         outputs.append(f"{RESULTS}/report/report.html")
+    if "unet" in enabled_models() and has_test_images():
+        outputs.append(f"{RESULTS}/submission.csv")
     return outputs
 
 

@@ -19,29 +19,54 @@ rule synthetic_sample:
         "../scripts/synthetic_sample.py"
 
 
-rule manifest:
-    input:
-        labels=f"{get_data_dir()}/stage_2_train_labels.csv",
-        classes=f"{get_data_dir()}/stage_2_detailed_class_info.csv",
-        dicoms=get_dicoms,
-    output:
-        manifest=f"{RESULTS}/manifest.tsv",
-        boxes=f"{RESULTS}/boxes.tsv",
-        rejected=f"{RESULTS}/qc/manifest_rejected.tsv",
-    log:
-        main="logs/manifest/manifest.log",
-        # kept when the rule fails on too many refusals (outputs are removed then)
-        rejected="logs/manifest/rejected.tsv",
-    conda:
-        "../envs/preprocess.yaml"
-    params:
-        dicom_dir=get_train_image_dir(),
-        shards=N_SHARDS,
-        split=config["split"],
-        max_images=config["data"]["max_images"],
-        max_rejected_fraction=config["qc"]["max_rejected_fraction"],
-    script:
-        "../scripts/manifest.py"
+# The manifest of an ImageFolder tree: split and label from the folders, no boxes.
+if IMAGEFOLDER:
+
+    rule manifest:
+        input:
+            images=get_dicoms,
+        output:
+            manifest=f"{RESULTS}/manifest.tsv",
+            boxes=f"{RESULTS}/boxes.tsv",
+            rejected=f"{RESULTS}/qc/manifest_rejected.tsv",
+        log:
+            main="logs/manifest/manifest.log",
+            rejected="logs/manifest/rejected.tsv",
+        conda:
+            "../envs/preprocess.yaml"
+        params:
+            root=get_data_dir(),
+            classes=config["data"]["imagefolder_classes"],
+            shards=N_SHARDS,
+            max_rejected_fraction=config["qc"]["max_rejected_fraction"],
+        script:
+            "../scripts/imagefolder_manifest.py"
+
+else:
+
+    rule manifest:
+        input:
+            labels=f"{get_data_dir()}/stage_2_train_labels.csv",
+            classes=f"{get_data_dir()}/stage_2_detailed_class_info.csv",
+            dicoms=get_dicoms,
+        output:
+            manifest=f"{RESULTS}/manifest.tsv",
+            boxes=f"{RESULTS}/boxes.tsv",
+            rejected=f"{RESULTS}/qc/manifest_rejected.tsv",
+        log:
+            main="logs/manifest/manifest.log",
+            # kept when the rule fails on too many refusals (outputs are removed then)
+            rejected="logs/manifest/rejected.tsv",
+        conda:
+            "../envs/preprocess.yaml"
+        params:
+            dicom_dir=get_train_image_dir(),
+            shards=N_SHARDS,
+            split=config["split"],
+            max_images=config["data"]["max_images"],
+            max_rejected_fraction=config["qc"]["max_rejected_fraction"],
+        script:
+            "../scripts/manifest.py"
 
 
 rule dicom_to_jpg:
@@ -57,6 +82,8 @@ rule dicom_to_jpg:
         "../envs/preprocess.yaml"
     params:
         dicom_dir=get_train_image_dir(),
+        source=config["data"]["source"],
+        root=get_data_dir(),
     script:
         "../scripts/dicom_to_jpg.py"
 

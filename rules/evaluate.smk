@@ -51,6 +51,26 @@ rule report:
         "../envs/report.yaml"
     params:
         models=enabled_models(),
+        skipped=skipped_models(),
         config=config,
     script:
         "../scripts/report.py"
+
+
+rule submission:
+    input:
+        model=model_file("unet"),
+        images=get_test_dicoms,
+    output:
+        f"{RESULTS}/submission.csv",
+    log:
+        "logs/submission.log",
+    conda:
+        "../envs/tensorflow.yaml"
+    resources:
+        mem_mb=6000,
+    params:
+        image_dir=get_test_image_dir(),
+        threshold=config["evaluate"]["threshold"],
+    script:
+        "../scripts/submission.py"

@@ -2,12 +2,16 @@ from pneumoflow.logs import to_file
 
 to_file(snakemake.log[0])
 
-from pneumoflow.convert import convert_shard
+from pneumoflow import convert, imagefolder
 
+if snakemake.params.source == "imagefolder":
+    source_dir, convert_shard = snakemake.params.root, imagefolder.convert_shard
+else:
+    source_dir, convert_shard = snakemake.params.dicom_dir, convert.convert_shard
 convert_shard(
     snakemake.input.manifest,
     int(snakemake.wildcards.shard),
-    snakemake.params.dicom_dir,
+    source_dir,
     snakemake.output.jpg,
     snakemake.output.rejected,
 )

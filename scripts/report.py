@@ -24,4 +24,5 @@ build_report(
     config=snakemake.params.config,
     commit=os.environ.get(COMMIT_ENV, "unknown"),
     out_html=snakemake.output.html,
+    skipped=snakemake.params.skipped,
 )

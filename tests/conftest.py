@@ -12,6 +12,23 @@ import pytest
 from pneumoflow.synth import Case, generate, write_dicom
 
 REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run snakemake from the repository (so profiles/default applies) in `workdir`."""
+    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """Working folder of one whole local run of the tiny config (tests may rerun it, not edit it)."""
+    workdir = tmp_path_factory.mktemp("run")
+    result = snakemake(workdir, "--configfile", str(TINY))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
 
 
 @pytest.fixture(scope="session")

@@ -157,3 +157,34 @@ def test_empty_split_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="the train split has no images"):
         load_split([tmp_path / "e.npz"], "train")
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet101"])
+def test_cached_features_train_the_same_model(weight_files, tmp_path, name):
+    """A frozen backbone run once (cache) or every epoch gives the same history and weights."""
+    train, val = _toy_arrays(24, 5), _toy_arrays(8, 6)
+    histories, weights = {}, {}
+    for cache in (True, False):
+        cfg = ClassifierConfig(
+            name, img_size=32, weights=str(weight_files[name]), epochs=2, batch_size=8, lr=0.01,
+            cache_features=cache,
+        )  # fmt: skip
+        out = tmp_path / f"{cache}.pt"
+        histories[cache] = fit(
+            cfg, train, val, model_out=out, checkpoint=tmp_path / f"{cache}-ck.pt", run=RecordingRun(),
+            fingerprint="fp",
+        )  # fmt: skip
+        weights[cache] = torch.load(out, weights_only=True)
+    cached, recomputed = histories[True], histories[False]
+    assert list(cached.val_acc) == list(recomputed.val_acc)
+    np.testing.assert_allclose(cached.train_loss, recomputed.train_loss, rtol=1e-4)
+    np.testing.assert_allclose(cached.val_loss, recomputed.val_loss, rtol=1e-4)
+    for key, value in weights[False].items():
+        torch.testing.assert_close(weights[True][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_cache_features_true_needs_a_frozen_backbone(tmp_path):
+    cfg = ClassifierConfig("vgg16", img_size=32, epochs=1, cache_features=True)
+    with pytest.raises(ValueError, match="cache_features: true needs a frozen backbone"):
+        fit(cfg, _toy_arrays(8, 1), _toy_arrays(4, 2), model_out=tmp_path / "m.pt",
+            checkpoint=tmp_path / "c.pt", run=RecordingRun(), fingerprint="fp")  # fmt: skip

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata as md
 import re
+import sys
 import tomllib
+from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
@@ -54,3 +59,138 @@ def test_env_pins_agree_with_pyproject(env):
     for name, version in env_pins.items():
         assert name in pins, f"{env.name}: {name} is not pinned in pyproject.toml"
         assert pins[name] == version, f"{env.name}: {name}=={version} but pyproject pins {pins[name]}"
+
+
+# --- every third-party module a rule's code imports is provided by the rule's env ---
+
+SRC = REPO / "src"
+# Envs a rule picks with a function (evaluate: the U-Net's or the classifiers' env).
+ENV_FUNCTIONS = {"get_evaluation_env": ("tensorflow.yaml", "torch.yaml")}
+
+
+def _rule_blocks() -> dict[str, str]:
+    """{rule name: its text} for every rule in rules/*.smk (loop rules by their `name:`)."""
+    blocks = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"^\s*rule\b", smk.read_text(), flags=re.M)[1:]:
+            named = re.match(r"\s*(\w+):", block) or re.search(r'name:\s*f?"([\w{}]+)"', block)
+            name = named.group(1)
+            # a rule defined per data source (manifest) appears twice
+            blocks[name if name not in blocks else f"{name} (2)"] = block
+    return blocks
+
+
+def _rule_envs_and_script(block: str) -> tuple[tuple[str, ...], Path]:
+    conda = re.search(r"conda:\s*\n\s*(\S+)", block).group(1)
+    envs = ENV_FUNCTIONS[conda] if conda in ENV_FUNCTIONS else (re.fullmatch(r'"\.\./envs/(.+)"', conda)[1],)
+    script = re.search(r'script:\s*\n\s*"\.\./(.+)"', block).group(1)
+    return envs, REPO / script
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported module, imported inside a function?) for each import statement of a file."""
+    found = []
+
+    def visit(node: ast.AST, lazy: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = lazy or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, lazy) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = "pneumoflow" if child.level else child.module
+                found.append((base, lazy))
+                found.extend((f"{base}.{alias.name}", lazy) for alias in child.names)
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text()), False)
+    return found
+
+
+def third_party_imports(script: Path) -> dict[str, bool]:
+    """{top-level third-party module: only ever imported lazily?} for a script and the
+    pneumoflow modules it reaches, followed transitively."""
+    result: dict[str, bool] = {}
+    todo, seen = [(script, False)], set()
+    while todo:
+        path, lazy = todo.pop()
+        if (path, lazy) in seen:
+            continue
+        seen.add((path, lazy))
+        for module, inner in _imports(path):
+            inner = lazy or inner
+            top = module.split(".")[0]
+            if top == "pneumoflow":
+                target = SRC / (module.replace(".", "/") + ".py")
+                if target.is_file():
+                    todo.append((target, inner))
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                result[top] = result.get(top, True) and inner
+    return result
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@cache
+def provided_by(env: Path) -> frozenset[str]:
+    """Distributions an env installs: what it lists plus what those require (read from the
+    installed metadata of this venv, so no network)."""
+    todo, provided = [_normalise(n) for n in _env_pins(env) if n != "python"], set()
+    while todo:
+        name = todo.pop()
+        if name in provided:
+            continue
+        provided.add(name)
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        for spec in requires:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(_normalise(req.name))
+    return frozenset(provided)
+
+
+@cache
+def _distributions() -> dict[str, list[str]]:
+    return md.packages_distributions()
+
+
+def missing_from_env(env: Path, modules: set[str]) -> set[str]:
+    dists = _distributions()
+    provided = provided_by(env)
+    return {m for m in modules if not {_normalise(d) for d in dists.get(m, [m])} & provided}
+
+
+RULES = _rule_blocks()
+
+
+def test_rule_blocks_found():
+    assert {"manifest", "dicom_to_jpg", "arrays", "train_unet", "train_{model}", "evaluate", "report"} <= set(
+        RULES
+    )
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_rule_env_provides_every_import(rule):
+    envs, script = _rule_envs_and_script(RULES[rule])
+    imports = third_party_imports(script)
+    assert imports or rule == "qc_rejected", f"{rule}: no third-party import found in {script.name}"
+    eager = {m for m, lazy in imports.items() if not lazy}
+    for env in envs:
+        missing = missing_from_env(REPO / "envs" / env, eager)
+        assert not missing, f"rule {rule} imports {sorted(missing)}, which envs/{env} does not provide"
+    # A rule whose env is picked per model needs each lazy import in at least one of its envs.
+    for module in {m for m, lazy in imports.items() if lazy}:
+        assert any(not missing_from_env(REPO / "envs" / e, {module}) for e in envs), (
+            f"rule {rule} imports {module}, which none of envs/{', envs/'.join(envs)} provides"
+        )
+
+
+def test_missing_import_is_caught(tmp_path):
+    """The check itself fails on an env without pandas, for a module importing pandas."""
+    env = tmp_path / "env.yaml"
+    env.write_text("dependencies:\n  - python=3.11\n  - numpy=2.4.6\n")
+    assert missing_from_env(env, {"pandas", "numpy"}) == {"pandas"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,28 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import score_cli
+from conftest import TINY, score_cli, snakemake
 
 from pneumoflow.synth import generate
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 pytestmark = pytest.mark.e2e
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run snakemake from the repository (so profiles/default applies) in `workdir`."""
-    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("run")
-    result = snakemake(workdir, "--configfile", str(TINY))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
 
 
 def _split_arrays(results: Path, size: int, split: str) -> dict[str, np.ndarray]:

@@ -25,15 +25,40 @@ from pneumoflow.tables import read_manifest
 log = logging.getLogger(__name__)
 
 
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) uint8 -> (size, size) uint8 by area averaging: the one resize of training and prediction."""
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+# libjpeg decodes straight to 1/2, 1/4 or 1/8 size by scaling in the DCT domain
+REDUCED_READS = ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+                 (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))  # fmt: skip
+
+
+def decode_resized(jpg: str | Path | bytes, size: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """(size, size) uint8 of a JPG file or its bytes, decoded at the smallest libjpeg scale that
+    leaves at least 2 x size pixels on each side, then area-resized (see benchmarks/bench_arrays.py
+    for speed and the difference to a full decode). `shape` is the image's full (rows, cols), which
+    is checked; without it, or for a PNG, the image is decoded whole."""
+    name = "JPG bytes" if isinstance(jpg, bytes) else str(jpg)
+    data = jpg if isinstance(jpg, bytes) else Path(jpg).read_bytes()
+    factor, flag = 1, cv2.IMREAD_GRAYSCALE
+    if shape is not None and data.startswith(b"\xff\xd8"):  # JPEG only: other formats decode whole
+        factor, flag = next(((f, r) for f, r in REDUCED_READS if min(shape) // f >= 2 * size), (1, flag))
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if image is None:
+        raise OSError(f"cannot decode {name}")
+    if shape is not None and image.shape != tuple(-(-n // factor) for n in shape):
+        raise ValueError(f"{name} is not {shape[0]}x{shape[1]} pixels as its mask/manifest says")
+    return resize_image(image, size)
+
+
 def load_resized(jpg: str | Path, mask_png: str | Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     """((size, size) uint8 image, (size, size) uint8 {0,1} mask) for one image."""
-    image = cv2.imread(str(jpg), cv2.IMREAD_GRAYSCALE)
     mask = cv2.imread(str(mask_png), cv2.IMREAD_GRAYSCALE)
-    if image is None or mask is None:
-        raise OSError(f"cannot read {jpg if image is None else mask_png}")
-    if image.shape != mask.shape:
-        raise ValueError(f"{jpg} is {image.shape} but its mask {mask_png} is {mask.shape}")
-    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    if mask is None:
+        raise OSError(f"cannot read {mask_png}")
+    image = decode_resized(jpg, size, mask.shape)
     mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
     return image, (mask > 127).astype(np.uint8)
 

@@ -39,6 +39,20 @@ class Arch:
     frozen_part: Callable[[nn.Module], nn.Module]
 
 
+def split_backbone(name: str, model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(frozen backbone, trainable head) of a pretrained classifier: head(backbone(x)) == model(x).
+
+    backbone: (B, 3, S, S) float32 -> (B, D) float32 features (D = 25088 for VGG16, 2048 for
+    ResNet101); the head shares its parameters with `model`, so training it trains the model.
+    """
+    if name == "vgg16":
+        return nn.Sequential(model.features, model.avgpool, nn.Flatten(1)), model.classifier
+    if name == "resnet101":
+        trunk = [model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2]
+        return nn.Sequential(*trunk, model.layer3, model.layer4, model.avgpool, nn.Flatten(1)), model.fc
+    raise ValueError(f"unknown classifier {name!r}; choose one of {sorted(ARCHS)}")
+
+
 def _vgg16_head(model: nn.Module) -> None:
     model.classifier[6] = nn.Linear(4096, 2)
 

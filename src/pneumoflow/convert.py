@@ -9,7 +9,7 @@ import cv2
 from tqdm import tqdm
 
 from pneumoflow import qc
-from pneumoflow.atomic import write_bytes
+from pneumoflow.atomic import atomic_dir
 from pneumoflow.dicomio import DicomError, copyable_jpeg, read_dataset, to_uint8
 from pneumoflow.qc import Rejection
 from pneumoflow.tables import read_manifest, write_tsv
@@ -43,20 +43,19 @@ def convert_shard(
     """
     manifest = read_manifest(manifest_tsv)
     ids = manifest.loc[manifest["shard"] == shard, "patientId"]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     counts = {"copied": 0, "encoded": 0, "refused": 0}
     rejections = []
-    for pid in tqdm(ids, desc=f"dicom_to_jpg shard {shard}", unit="img", disable=None):
-        path = Path(dicom_dir) / f"{pid}.dcm"
-        try:
-            data, copied = dicom_to_jpg_bytes(path)
-        except DicomError as exc:
-            rejections.append(Rejection("dicom_to_jpg", str(path), pid, str(exc)))
-            counts["refused"] += 1
-            continue
-        write_bytes(out / f"{pid}.jpg", data)
-        counts["copied" if copied else "encoded"] += 1
+    with atomic_dir(out_dir) as out:
+        for pid in tqdm(ids, desc=f"dicom_to_jpg shard {shard}", unit="img", disable=None):
+            path = Path(dicom_dir) / f"{pid}.dcm"
+            try:
+                data, copied = dicom_to_jpg_bytes(path)
+            except DicomError as exc:
+                rejections.append(Rejection("dicom_to_jpg", str(path), pid, str(exc)))
+                counts["refused"] += 1
+                continue
+            (out / f"{pid}.jpg").write_bytes(data)
+            counts["copied" if copied else "encoded"] += 1
     write_tsv(qc.to_frame(rejections), rejected_out)
     log.info("shard %d: %s", shard, counts)
     return counts

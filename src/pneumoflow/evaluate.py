@@ -32,48 +32,18 @@ def truth_boxes(boxes_tsv: str | Path, patient_ids) -> dict[str, list[metrics.Bo
     return {pid: grouped.get(pid, []) for pid in patient_ids}
 
 
-def predict_unet(model_path: str | Path, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Opacity probabilities (N, S, S) float32 for images (N, S, S) uint8."""
-    import keras
-
-    model = keras.models.load_model(model_path, compile=False)
-    x = images[..., None].astype("float32") / 255.0
-    return model.predict(x, batch_size=batch_size, verbose=0)[..., 1]
-
-
 def unet_metrics(prob, masks, labels, patient_ids, manifest, truths, threshold: float):
     """(metrics dict, {patientId: scored boxes in the original frame})."""
-    size = prob.shape[1]
     frame = manifest.set_index("patientId")
     preds = {}
     for pid, p in zip(patient_ids, prob, strict=True):
-        scale = (frame.cols[pid] / size, frame.rows[pid] / size)
-        preds[pid] = metrics.boxes_from_mask(p, threshold, scale)
+        preds[pid] = metrics.boxes_in_frame(p, threshold, frame.rows[pid], frame.cols[pid])
     image_score = prob.reshape(len(prob), -1).max(axis=1)
     result = metrics.overlap(prob > threshold, masks > 0)
     result["rsna_score"] = metrics.rsna_score(preds, truths)
     cls = metrics.classification(labels, image_score)
     result.update({"image_roc_auc": cls["roc_auc"], "image_accuracy": cls["accuracy"], "n_test": len(prob)})
     return result, preds, image_score
-
-
-def classifier_probs(
-    name: str, model_path: str | Path, images: np.ndarray, batch_size: int = 32
-) -> np.ndarray:
-    """Pneumonia probabilities (N,) float32 from a saved state dict, same preprocessing as training."""
-    import torch
-
-    from pneumoflow import classifiers, torchdata
-
-    model, _ = classifiers.build_classifier(name, None)
-    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
-    model.eval()
-    probs = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1)
-            probs.append(model(torchdata.to_model_input(batch)).softmax(1)[:, 1].numpy())
-    return np.concatenate(probs) if probs else np.zeros(0, np.float32)
 
 
 def write_json(data: dict, path: str | Path) -> None:
@@ -117,7 +87,9 @@ def run_stage(
     out.mkdir(parents=True, exist_ok=True)
     labels, ids = data["labels"], data["patient_ids"]
     if model_name == "unet":
-        prob = predict_unet(model_path, data["images"])
+        from pneumoflow import unet_inference
+
+        prob = unet_inference.unet_probs(unet_inference.load_unet(model_path), data["images"])
         truths = truth_boxes(boxes, ids)
         result, preds, score = unet_metrics(
             prob, data["masks"], labels, ids, read_manifest(manifest), truths, threshold
@@ -127,7 +99,9 @@ def run_stage(
         )
         plots.plot_overlays(data["images"], data["masks"], prob > threshold, out / "samples.png")
     else:
-        score = classifier_probs(model_name, model_path, data["images"])
+        from pneumoflow.classifier_inference import classifier_probs, load_classifier
+
+        score = classifier_probs(load_classifier(model_name, model_path), data["images"])
         result = metrics.classification(labels, score, threshold)
         result["n_test"] = len(labels)
         table = pd.DataFrame({"patientId": ids, "probability": score, "label": labels})

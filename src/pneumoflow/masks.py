@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pneumoflow.atomic import atomic_path
+from pneumoflow.atomic import atomic_dir
 from pneumoflow.tables import read_manifest, read_tsv
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,9 @@ def box_mask(boxes: list[tuple[float, float, float, float]], rows: int, cols: in
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
-    """Atomically write a lossless PNG."""
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), image):
-            raise OSError(f"OpenCV could not write {path}")
+    """Write a lossless PNG (inside a shard folder that appears atomically as a whole)."""
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"OpenCV could not write {path}")
 
 
 def masks_shard(manifest_tsv: str | Path, boxes_tsv: str | Path, shard: int, out_dir: str | Path) -> int:
@@ -46,11 +45,10 @@ def masks_shard(manifest_tsv: str | Path, boxes_tsv: str | Path, shard: int, out
         pid: list(group[["x", "y", "width", "height"]].itertuples(index=False, name=None))
         for pid, group in boxes.groupby("patientId")
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows = manifest[manifest["shard"] == shard]
-    for row in rows.itertuples(index=False):
-        mask = box_mask(by_patient.get(row.patientId, []), int(row.rows), int(row.cols))
-        write_png(out / f"{row.patientId}.png", mask)
+    with atomic_dir(out_dir) as out:
+        for row in rows.itertuples(index=False):
+            mask = box_mask(by_patient.get(row.patientId, []), int(row.rows), int(row.cols))
+            write_png(out / f"{row.patientId}.png", mask)
     log.info("shard %d: %d masks", shard, len(rows))
     return len(rows)

@@ -58,6 +58,12 @@ def boxes_from_mask(
     return sorted(boxes, key=lambda b: -b[0])
 
 
+def boxes_in_frame(prob: np.ndarray, threshold: float, rows: int, cols: int) -> list[ScoredBox]:
+    """Scored boxes of a (S, S) probability map, in the pixels of the rows x cols original image."""
+    size_y, size_x = prob.shape
+    return boxes_from_mask(prob, threshold, (cols / size_x, rows / size_y))
+
+
 def box_iou(a: Box, b: Box) -> float:
     """Intersection over union of two (x, y, w, h) boxes."""
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))

@@ -94,9 +94,17 @@ def dataset_summary(manifest_tsv: str | Path, rejected_tsv: str | Path) -> str:
 
 
 def build_report(
-    models: dict[str, dict], *, manifest: str, rejected: str, config: dict, commit: str, out_html: str
+    models: dict[str, dict],
+    *,
+    manifest: str,
+    rejected: str,
+    config: dict,
+    commit: str,
+    out_html: str,
+    skipped: dict[str, str] | None = None,
 ) -> None:
-    """Write the page. `models`: {name: {metrics, roc, run_id, figures: [png, ...]}} (paths)."""
+    """Write the page. `models`: {name: {metrics, roc, run_id, figures: [png, ...]}} (paths);
+    `skipped`: {model: why it did not run}."""
     results = {m: json.loads(Path(f["metrics"]).read_text()) for m, f in models.items()}
     curves = {}
     for model, files in models.items():
@@ -118,12 +126,14 @@ def build_report(
         f"<tr><td>{_esc(m)}</td><td>{_esc(Path(f['run_id']).read_text().strip() or 'not tracked')}</td></tr>"
         for m, f in models.items()
     )
+    not_run = "".join(f"<li>{_esc(m)}: {_esc(why)}</li>" for m, why in (skipped or {}).items())
+    not_run = f'<p class="note">Not run:</p><ul>{not_run}</ul>' if not_run else ""
     now = datetime.datetime.now().isoformat(timespec="seconds")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>pneumoflow report</title>
 <style>{STYLE}</style></head><body>
 <h1>pneumoflow: model comparison</h1>
 <p class="note">Generated {_esc(now)} from commit {_esc(commit)}.</p>
-<h2>Test metrics</h2>{metrics_table(results)}
+<h2>Test metrics</h2>{metrics_table(results)}{not_run}
 <p class="note">Seed study figures are as the study reported them, on its own 200-image split;
 not measured here.</p>
 <h2>ROC curves (test split)</h2>{roc_img}

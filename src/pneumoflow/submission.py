@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from pneumoflow import metrics
+from pneumoflow.atomic import atomic_path
 from pneumoflow.labels import LABEL_COLUMNS, read_csv
 
 
@@ -39,3 +42,25 @@ def score_submission(submission_csv: str | Path, labels_csv: str | Path) -> tupl
             f"{len(unknown)} patientIds of {submission_csv} are not in {labels_csv}, e.g. {unknown[0]}"
         )
     return metrics.rsna_score(preds, {pid: truths[pid] for pid in preds}), len(preds)
+
+
+def write_submission(
+    image_dir: str | Path, unet_model: str | Path, out_csv: str | Path, threshold: float, batch_size: int = 32
+) -> pd.DataFrame:
+    """Kaggle RSNA submission (patientId,PredictionString) for every .dcm of `image_dir`,
+    boxes "conf x y w h" in each image's own pixels."""
+    from pneumoflow.images import read_source
+    from pneumoflow.unet_inference import load_unet, predict_sources
+
+    paths = sorted(Path(image_dir).glob("*.dcm"))
+    if not paths:
+        raise ValueError(f"{image_dir} holds no .dcm files to predict")
+    model, rows = load_unet(unet_model), []
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start : start + batch_size]
+        _, boxes = predict_sources(model, [read_source(p) for p in batch], threshold)
+        rows += [(p.stem, metrics.format_prediction_string(b)) for p, b in zip(batch, boxes, strict=True)]
+    table = pd.DataFrame(rows, columns=["patientId", "PredictionString"])
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return table

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from pneumoflow import arrays, classifiers, plots, torchdata, tracking
 from pneumoflow.atomic import atomic_path
@@ -45,6 +45,7 @@ class ClassifierConfig:
     scale: float = 0.0
     seed: int = 42
     amp: bool = False
+    cache_features: bool | str = "auto"
 
     @classmethod
     def from_config(cls, name: str, section: dict) -> ClassifierConfig:
@@ -61,12 +62,49 @@ def load_split(npz_paths: list[str | Path], name: str) -> tuple[np.ndarray, np.n
     return data["images"], data["labels"]
 
 
-def train_one_epoch(model, loader, criterion, optimizer, device, scaler, cfg) -> tuple[float, float]:
-    """One pass over `loader`; returns (mean loss, accuracy)."""
-    classifiers.set_train_mode(model, cfg.name, cfg.weights is not None)
+def images_to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, 1, S, S) uint8 batch -> the network's (B, 3, S, S) float32 input on `device`."""
+    return torchdata.to_model_input(images.to(device)).contiguous(memory_format=torch.channels_last)
+
+
+def features_to_input(features: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return features.to(device)
+
+
+def uses_feature_cache(cfg: ClassifierConfig) -> bool:
+    """cache_features: auto -> on for a frozen backbone without augmentation; true insists."""
+    frozen = cfg.weights is not None
+    augmented = cfg.hflip or cfg.rotate_degrees > 0 or cfg.scale > 0
+    if cfg.cache_features is True and (not frozen or augmented):
+        raise ValueError(
+            f"models.{cfg.name}.cache_features: true needs a frozen backbone (set weights) and no "
+            "augmentation (augmented images give new features every epoch); use auto or false"
+        )
+    return cfg.cache_features is True or (cfg.cache_features == "auto" and frozen and not augmented)
+
+
+@torch.inference_mode()
+def compute_features(backbone: nn.Module, images: np.ndarray, device, batch_size: int) -> torch.Tensor:
+    """(N, D) float32 CPU features of (N, S, S) uint8 images through the frozen backbone."""
+    backbone.eval()
+    parts = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1)
+        parts.append(backbone(images_to_input(batch, device)).float().cpu())
+    return torch.cat(parts)
+
+
+def train_one_epoch(
+    model, loader, criterion, optimizer, device, scaler, cfg, prepare=images_to_input
+) -> tuple[float, float]:
+    """One pass over `loader`; returns (mean loss, accuracy). `prepare` turns a batch into input."""
+    if prepare is images_to_input:
+        classifiers.set_train_mode(model, cfg.name, cfg.weights is not None)
+    else:  # the head alone, on cached features
+        model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for images, labels in loader:
-        x = torchdata.to_model_input(images.to(device)).contiguous(memory_format=torch.channels_last)
+        x = prepare(images, device)
         labels = labels.to(device)
         with torch.autocast(device.type, enabled=cfg.amp):
             logits = model(x)
@@ -82,12 +120,12 @@ def train_one_epoch(model, loader, criterion, optimizer, device, scaler, cfg) ->
 
 
 @torch.inference_mode()
-def evaluate(model, loader, criterion, device) -> tuple[float, float, np.ndarray]:
+def evaluate(model, loader, criterion, device, prepare=images_to_input) -> tuple[float, float, np.ndarray]:
     """(mean loss, accuracy, pneumonia probabilities (N,) float32) over `loader`."""
     model.eval()
     total_loss, correct, probs = 0.0, 0, []
     for images, labels in loader:
-        x = torchdata.to_model_input(images.to(device)).contiguous(memory_format=torch.channels_last)
+        x = prepare(images, device)
         logits = model(x).float()
         labels = labels.to(device)
         total_loss += criterion(logits, labels).item() * len(labels)
@@ -110,6 +148,25 @@ def _loaders(cfg: ClassifierConfig, train, val, threads: int) -> tuple[DataLoade
     )
     val_loader = DataLoader(torchdata.ArrayDataset(*val), batch_size=cfg.batch_size, num_workers=workers)
     return train_loader, val_loader
+
+
+def _feature_loaders(cfg: ClassifierConfig, backbone, train, val, device) -> tuple[DataLoader, DataLoader]:
+    """Loaders of cached backbone features, batched and shuffled exactly as _loaders batches images."""
+    started = time.perf_counter()
+    feats = [compute_features(backbone, images, device, cfg.batch_size) for images, _ in (train, val)]
+    log.info(
+        "cached %s backbone features %s in %.1fs",
+        cfg.name,
+        tuple(feats[0].shape),
+        time.perf_counter() - started,
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    labels = [torch.from_numpy(y.astype(np.int64)) for _, y in (train, val)]
+    train_set, val_set = (TensorDataset(f, y) for f, y in zip(feats, labels, strict=True))
+    return (
+        DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator),
+        DataLoader(val_set, batch_size=cfg.batch_size),
+    )
 
 
 def fit(
@@ -159,13 +216,19 @@ def fit(
                 run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         else:
             log.info("ignoring checkpoint %s: it belongs to other settings or data", checkpoint)
-    train_loader, val_loader = _loaders(cfg, train, val, threads)
+    net, prepare = model, images_to_input
+    if uses_feature_cache(cfg) and start < cfg.epochs:
+        backbone, net = classifiers.split_backbone(cfg.name, model)
+        train_loader, val_loader = _feature_loaders(cfg, backbone, train, val, device)
+        prepare = features_to_input
+    else:
+        train_loader, val_loader = _loaders(cfg, train, val, threads)
     for epoch in range(start, cfg.epochs):
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(
-            model, train_loader, criterion, optimizer, device, scaler, cfg
+            net, train_loader, criterion, optimizer, device, scaler, cfg, prepare
         )
-        val_loss, val_acc, _ = evaluate(model, val_loader, criterion, device)
+        val_loss, val_acc, _ = evaluate(net, val_loader, criterion, device, prepare)
         scheduler.step()
         row = dict(
             epoch=epoch,

@@ -1,0 +1,49 @@
+"""Shared helpers of the benchmarks: generated RSNA-format data and a results table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pneumoflow.synth import generate
+
+HERE = Path(__file__).resolve().parent
+WORK = Path(os.environ.get("PNEUMOFLOW_BENCH_DIR", "/tmp/pneumoflow-bench"))
+
+
+def sample(n: int, size: int = 1024, seed: int = 11) -> Path:
+    """A generated RSNA-format sample of n images (made once, reused by later runs)."""
+    folder = WORK / f"sample-{n}-{size}-{seed}"
+    if not (folder / "done").exists():
+        generate(folder, n=n, seed=seed, size=size, n_test=3)
+        (folder / "done").touch()
+    return folder
+
+
+def timed(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Best wall-clock seconds of `repeat` calls (best: least disturbed by other load)."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def report(name: str, rows: list[dict], notes: dict | None = None) -> None:
+    """Print a markdown table and keep it as benchmarks/results/<name>.json."""
+    columns = list(rows[0])
+    print(f"\n{name}  ({platform.node()}, {os.cpu_count()} CPUs)")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    for key, value in (notes or {}).items():
+        print(f"{key}: {value}")
+    out = HERE / "results" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "notes": notes or {}, "cpus": os.cpu_count()}, indent=2))

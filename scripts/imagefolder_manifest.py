@@ -1,0 +1,16 @@
+from pneumoflow.logs import to_file
+
+to_file(snakemake.log.main)
+
+from pneumoflow.imagefolder import run_manifest
+
+run_manifest(
+    snakemake.params.root,
+    dict(snakemake.params.classes),
+    snakemake.params.shards,
+    manifest_out=snakemake.output.manifest,
+    boxes_out=snakemake.output.boxes,
+    rejected_out=snakemake.output.rejected,
+    rejected_log=snakemake.log.rejected,
+    max_rejected_fraction=snakemake.params.max_rejected_fraction,
+)

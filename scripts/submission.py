@@ -1,0 +1,9 @@
+from pneumoflow.logs import to_file
+
+to_file(snakemake.log[0])
+
+from pneumoflow.submission import write_submission
+
+write_submission(
+    snakemake.params.image_dir, snakemake.input.model, snakemake.output[0], snakemake.params.threshold
+)

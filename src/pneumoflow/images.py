@@ -1,0 +1,82 @@
+"""Any radiograph file -> the grayscale image training sees (predict and submission share it).
+
+A DICOM becomes the JPG that dicom_to_jpg writes (header checks included), decoded to
+grayscale as the arrays stage decodes it; JPG and PNG files are decoded directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from pneumoflow.arrays import decode_resized
+from pneumoflow.convert import dicom_to_jpg_bytes
+from pneumoflow.dicomio import check_dataset, read_dataset
+
+IMAGE_SUFFIXES = {".dcm", ".dicom", ".jpg", ".jpeg", ".png"}
+
+
+def is_dicom(path: Path) -> bool:
+    """DICOM by suffix or by the 'DICM' magic at byte 128."""
+    if path.suffix.lower() in {".dcm", ".dicom"}:
+        return True
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
+class Source(NamedTuple):
+    """An input image as the arrays stage sees it: encoded bytes (a DICOM's are the JPG that
+    dicom_to_jpg writes) and the full-size (rows, cols)."""
+
+    data: bytes
+    shape: tuple[int, int]
+
+    def resized(self, size: int) -> np.ndarray:
+        """(size, size) uint8, exactly as the arrays stage makes it."""
+        return decode_resized(self.data, size, self.shape)
+
+
+def read_source(path: str | Path) -> Source:
+    """The Source of a DICOM, JPG or PNG file; ValueError naming the file if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        if is_dicom(path):
+            check_dataset(read_dataset(path))
+            data, _ = dicom_to_jpg_bytes(path)
+        else:
+            data = path.read_bytes()
+    except ValueError as exc:  # DicomError is a ValueError
+        raise ValueError(f"{path}: {exc}") from exc
+    image = decode(data)
+    if image is None:
+        raise ValueError(f"{path}: not a DICOM, JPG or PNG image that can be decoded")
+    return Source(data, image.shape)
+
+
+def decode(data: bytes) -> np.ndarray | None:
+    """(H, W) uint8 grayscale of encoded image bytes, None when they cannot be decoded."""
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+
+
+def read_grayscale(path: str | Path) -> np.ndarray:
+    """(H, W) uint8 grayscale of a DICOM, JPG or PNG; ValueError naming the file if unusable."""
+    return decode(read_source(path).data)
+
+
+def expand_images(items: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders expand to their DICOM/JPG/PNG files, sorted."""
+    paths: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(item)
+    if not paths:
+        raise ValueError(f"no images among {[str(i) for i in items]} (expected .dcm, .jpg or .png)")
+    return paths

@@ -1,0 +1,139 @@
+"""Trained models on new radiographs: `pneumoflow predict IMAGES... --models results/models`.
+
+Images go through the training path (pneumoflow.images, then the arrays stage's resize);
+boxes come back in each image's own pixel frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from pneumoflow import metrics
+from pneumoflow.atomic import atomic_path, write_bytes
+from pneumoflow.images import expand_images, read_grayscale, read_source
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_NAMES = ("vgg16", "resnet101")
+
+
+@dataclass
+class Models:
+    """Loaded models: the U-Net (or None) and {classifier: (model, img_size)}."""
+
+    unet: object | None = None
+    classifiers: dict[str, tuple[object, int]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, models_dir: str | Path, classifier_sizes: dict[str, int]) -> Models:
+        """Every model found under models_dir/<name>/ (as the pipeline writes them)."""
+        folder = Path(models_dir)
+        models = cls()
+        if (folder / "unet" / "model.keras").is_file():
+            from pneumoflow.unet_inference import load_unet
+
+            models.unet = load_unet(folder / "unet" / "model.keras")
+        for name in CLASSIFIER_NAMES:
+            if (folder / name / "model.pt").is_file():
+                from pneumoflow.classifier_inference import load_classifier
+
+                models.classifiers[name] = (
+                    load_classifier(name, folder / name / "model.pt"),
+                    classifier_sizes[name],
+                )
+        if models.unet is None and not models.classifiers:
+            raise ValueError(
+                f"no trained model in {folder}: expected unet/model.keras or <vgg16|resnet101>/model.pt "
+                "(run the pipeline first, or point --models at its results/models)"
+            )
+        return models
+
+    def names(self) -> list[str]:
+        return (["unet"] if self.unet is not None else []) + list(self.classifiers)
+
+
+def predict_images(
+    paths: Sequence[str | Path], models: Models, threshold: float = 0.5, batch_size: int = 32
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """One row per image: path, patientId (file stem), rows, cols, <classifier>_probability,
+    and with a U-Net unet_probability (max of its map) and PredictionString ("conf x y w h ..."
+    in the image's own pixels). Also {patientId: (rows, cols) float32 opacity map}.
+    """
+    parts, maps = [], {}
+    paths = [Path(p) for p in paths]
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start : start + batch_size]
+        sources = [read_source(p) for p in batch]
+        table = {
+            "path": [str(p) for p in batch],
+            "patientId": [p.stem for p in batch],
+            "rows": [s.shape[0] for s in sources],
+            "cols": [s.shape[1] for s in sources],
+        }
+        for name, (model, size) in models.classifiers.items():
+            from pneumoflow.classifier_inference import classifier_probs
+
+            table[f"{name}_probability"] = classifier_probs(
+                model, np.stack([s.resized(size) for s in sources])
+            )
+        if models.unet is not None:
+            from pneumoflow.unet_inference import predict_sources
+
+            probs, boxes = predict_sources(models.unet, sources, threshold)
+            table["unet_probability"] = probs.reshape(len(probs), -1).max(axis=1)
+            table["PredictionString"] = [metrics.format_prediction_string(b) for b in boxes]
+            for path, p, source in zip(batch, probs, sources, strict=True):
+                rows, cols = source.shape
+                maps[path.stem] = cv2.resize(p, (cols, rows), interpolation=cv2.INTER_LINEAR)
+        parts.append(pd.DataFrame(table))
+    return pd.concat(parts, ignore_index=True), maps
+
+
+def write_overlay(path: str | Path, image_path: str | Path, row: pd.Series, prob_map, threshold: float):
+    """PNG of the image with the U-Net's outline and boxes, and each classifier's probability."""
+    image = cv2.cvtColor(read_grayscale(image_path), cv2.COLOR_GRAY2BGR)
+    thickness = max(2, image.shape[0] // 300)
+    if prob_map is not None:
+        contours, _ = cv2.findContours(
+            (prob_map > threshold).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        cv2.drawContours(image, contours, -1, (0, 200, 255), thickness)
+    for conf, x, y, w, h in metrics.parse_prediction_string(row.get("PredictionString", "") or ""):
+        cv2.rectangle(image, (int(x), int(y)), (int(x + w), int(y + h)), (0, 0, 255), thickness)
+        cv2.putText(image, f"{conf:.2f}", (int(x), max(int(y) - 5, 15)), 0, thickness / 3, (0, 0, 255), 2)
+    columns = [c for c in row.index if c.endswith("_probability")]
+    for i, text in enumerate(f"{c.removesuffix('_probability')}: {row[c]:.2f}" for c in columns):
+        cv2.putText(image, text, (10, 30 + 30 * i), 0, thickness / 3, (0, 255, 0), 2)
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"OpenCV could not encode the overlay of {image_path}")
+    write_bytes(path, png.tobytes())
+
+
+def run_predict(
+    images: Sequence[str | Path],
+    models_dir: str | Path,
+    out_csv: str | Path,
+    classifier_sizes: dict[str, int],
+    threshold: float = 0.5,
+    overlay_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """The `pneumoflow predict` command: predictions.csv (+ one overlay PNG per image)."""
+    paths = expand_images(images)
+    models = Models.load(models_dir, classifier_sizes)
+    table, maps = predict_images(paths, models, threshold)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    if overlay_dir is not None:
+        for _, row in table.iterrows():
+            overlay = Path(overlay_dir) / f"{row.patientId}.png"
+            write_overlay(overlay, row.path, row, maps.get(row.patientId), threshold)
+    log.info("predicted %d images with %s", len(table), ", ".join(models.names()))
+    return table

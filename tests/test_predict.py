@@ -1,0 +1,125 @@
+"""Trained models on new images: `pneumoflow predict`, the submission rule, boxes in each image's frame."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY, score_cli
+
+from pneumoflow import metrics
+from pneumoflow.images import read_grayscale
+from pneumoflow.predict import Models, predict_images
+
+BOX = re.compile(r"^(\S+ \S+ \S+ \S+ \S+)( \S+ \S+ \S+ \S+ \S+)*$")
+
+
+class SquareUNet:
+    """Stands in for the Keras U-Net: opacity 0.9 on columns 8-15 x rows 4-11 of a 32 px input."""
+
+    input_shape = (None, 32, 32, 1)
+
+    def predict(self, x, batch_size, verbose):
+        out = np.zeros((len(x), 32, 32, 2), np.float32)
+        out[:, 4:12, 8:16, 1] = 0.9
+        return out
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(1024, 1024), (600, 400), (256, 512)])
+def test_boxes_come_back_in_each_images_own_frame(make_dicom, rows, cols):
+    path = make_dicom(np.full((rows, cols), 90, np.uint8), "odd", jpeg=True)
+    table, maps = predict_images([path], Models(unet=SquareUNet()), threshold=0.5)
+    (conf, x, y, w, h), *rest = metrics.parse_prediction_string(table.PredictionString[0])
+    assert not rest and conf == pytest.approx(0.9)
+    assert (x, y, w, h) == pytest.approx((8 * cols / 32, 4 * rows / 32, 8 * cols / 32, 8 * rows / 32))
+    assert (table.rows[0], table.cols[0]) == (rows, cols) and maps["odd"].shape == (rows, cols)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="scan.png: not a DICOM, JPG or PNG"):
+        read_grayscale(bad)
+    fake = tmp_path / "scan.dcm"
+    fake.write_bytes(b"\0" * 300)
+    with pytest.raises(ValueError, match="scan.dcm: .*DICOM"):
+        read_grayscale(fake)
+
+
+def _predict_cli(*args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pneumoflow", "predict", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.e2e
+def test_predict_cli_on_dicom_jpg_and_png(tiny_run, tmp_path):
+    dicoms = sorted((tiny_run / "data/synthetic/stage_2_test_images").glob("*.dcm"))[:2]
+    image = read_grayscale(dicoms[0])
+    cv2.imwrite(str(tmp_path / "as_png.png"), image)
+    cv2.imwrite(str(tmp_path / "as_jpg.jpg"), image)
+    out = tmp_path / "predictions.csv"
+    result = _predict_cli(
+        *dicoms, tmp_path / "as_png.png", tmp_path / "as_jpg.jpg",
+        "--models", tiny_run / "results/models", "--out", out, "--config", TINY,
+        "--overlays", tmp_path / "overlays",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.patientId) == [d.stem for d in dicoms] + ["as_png", "as_jpg"]
+    for column in ("vgg16_probability", "resnet101_probability", "unet_probability"):
+        assert table[column].between(0, 1).all(), column
+    # the PNG holds the very pixels the DICOM decodes to, so every model agrees on it
+    for column in ("vgg16_probability", "resnet101_probability", "unet_probability"):
+        assert table[column][2] == pytest.approx(table[column][0], abs=1e-6)
+    assert all(s == "" or BOX.match(s) for s in table.PredictionString)
+    overlays = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))
+    assert overlays == sorted(f"{s}.png" for s in table.patientId)
+    assert cv2.imread(str(tmp_path / "overlays" / "as_png.png")).shape == (*image.shape, 3)
+
+
+@pytest.mark.e2e
+def test_predict_cli_without_models_says_what_to_do(tmp_path, sample_dir):
+    dicom = next((sample_dir / "stage_2_train_images").glob("*.dcm"))
+    result = _predict_cli(dicom, "--models", tmp_path, "--config", TINY)
+    assert result.returncode == 1
+    assert "no trained model in" in result.stderr and "run the pipeline first" in result.stderr
+
+
+@pytest.mark.e2e
+def test_submission_rule_covers_every_test_image(tiny_run):
+    submission = pd.read_csv(tiny_run / "results/submission.csv", keep_default_na=False)
+    test_ids = {p.stem for p in (tiny_run / "data/synthetic/stage_2_test_images").glob("*.dcm")}
+    assert set(submission.patientId) == test_ids and len(submission) == len(test_ids)
+    assert all(s == "" or BOX.match(s) for s in submission.PredictionString)
+
+
+@pytest.mark.e2e
+def test_submission_for_the_test_split_scores_as_evaluate(tiny_run, tmp_path):
+    """The submission path (DICOM -> boxes) equals the evaluate rule's (arrays -> boxes)."""
+    from pneumoflow.submission import write_submission
+
+    manifest = pd.read_csv(tiny_run / "results/manifest.tsv", sep="\t", dtype={"patientId": str})
+    folder = tmp_path / "test_split"
+    folder.mkdir()
+    for pid in manifest.patientId[manifest.split == "test"]:
+        (folder / f"{pid}.dcm").symlink_to(tiny_run / f"data/synthetic/stage_2_train_images/{pid}.dcm")
+    out = tmp_path / "submission.csv"
+    write_submission(folder, tiny_run / "results/models/unet/model.keras", out, threshold=0.5)
+    ours = pd.read_csv(out, keep_default_na=False).set_index("patientId")
+    evaluated = pd.read_csv(tiny_run / "results/eval/unet/predictions.csv", keep_default_na=False)
+    for row in evaluated.itertuples():
+        got = metrics.parse_prediction_string(ours.PredictionString[row.patientId])
+        want = metrics.parse_prediction_string(row.PredictionString)
+        np.testing.assert_allclose(np.array(got).reshape(-1, 5), np.array(want).reshape(-1, 5), atol=1e-3)
+    labels = tiny_run / "data/synthetic/stage_2_train_labels.csv"
+    result = score_cli(out, labels)
+    assert result.returncode == 0, result.stderr
+    score = float(re.search(r"RSNA score (\S+)", result.stdout).group(1))
+    expected = json.loads((tiny_run / "results/eval/unet/metrics.json").read_text())["rsna_score"]
+    assert score == pytest.approx(expected, abs=1e-4)
