@@ -32,6 +32,8 @@ if IMAGEFOLDER:
         log:
             main="logs/manifest/manifest.log",
             rejected="logs/manifest/rejected.tsv",
+        benchmark:
+            "logs/benchmarks/manifest.tsv"
         conda:
             "../envs/preprocess.yaml"
         params:
@@ -57,6 +59,8 @@ else:
             main="logs/manifest/manifest.log",
             # kept when the rule fails on too many refusals (outputs are removed then)
             rejected="logs/manifest/rejected.tsv",
+        benchmark:
+            "logs/benchmarks/manifest.tsv"
         conda:
             "../envs/preprocess.yaml"
         params:
@@ -78,6 +82,8 @@ rule dicom_to_jpg:
         rejected=f"{RESULTS}/qc/dicom_to_jpg/{{shard}}.tsv",
     log:
         "logs/dicom_to_jpg/{shard}.log",
+    benchmark:
+        "logs/benchmarks/dicom_to_jpg/{shard}.tsv"
     conda:
         "../envs/preprocess.yaml"
     params:
@@ -96,6 +102,8 @@ rule masks:
         masks=directory(f"{RESULTS}/masks/{{shard}}"),
     log:
         "logs/masks/{shard}.log",
+    benchmark:
+        "logs/benchmarks/masks/{shard}.tsv"
     conda:
         "../envs/preprocess.yaml"
     script:
@@ -112,6 +120,8 @@ rule arrays:
         npz=f"{RESULTS}/arrays/{{size}}px/{{split}}/{{shard}}.npz",
     log:
         "logs/arrays/{size}px/{split}/{shard}.log",
+    benchmark:
+        "logs/benchmarks/arrays/{size}px/{split}/{shard}.tsv"
     conda:
         "../envs/preprocess.yaml"
     script:

@@ -23,6 +23,8 @@ for model in CLASSIFIERS:
             run_id=f"{RESULTS}/models/{model}/mlflow_run_id.txt",
         log:
             f"logs/train_{model}.log",
+        benchmark:
+            f"logs/benchmarks/train_{model}.tsv"
         conda:
             "../envs/torch.yaml"
         threads: config["models"][model]["threads"]
@@ -64,6 +66,8 @@ rule train_unet:
         run_id=f"{RESULTS}/models/unet/mlflow_run_id.txt",
     log:
         "logs/train_unet.log",
+    benchmark:
+        "logs/benchmarks/train_unet.tsv"
     conda:
         "../envs/tensorflow.yaml"
     threads: config["models"]["unet"]["threads"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +86,58 @@ def score_cli(submission: Path, labels: Path) -> subprocess.CompletedProcess:
         str(labels),
     ]
     return subprocess.run(cmd, capture_output=True, text=True)
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 with an sqlite store; stop() and start() keep the port
+    and the store, as a restarted server would."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--backend-store-uri", f"sqlite:///{self.root}/server.db",
+               "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]  # fmt: skip
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        log = open(self.root / "server.log", "a")  # noqa: SIM115 (lives as long as the server)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, start_new_session=True
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        pytest.fail("mlflow server did not start:\n" + (self.root / "server.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        """Kill the server and its workers (its own process group) at once, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@pytest.fixture
+def mlflow_server_factory(tmp_path_factory):
+    """Start real MLflow servers; every one is stopped at the end of the test."""
+    servers = []
+
+    def start() -> MlflowServer:
+        server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -188,3 +188,17 @@ def test_cache_features_true_needs_a_frozen_backbone(tmp_path):
     with pytest.raises(ValueError, match="cache_features: true needs a frozen backbone"):
         fit(cfg, _toy_arrays(8, 1), _toy_arrays(4, 2), model_out=tmp_path / "m.pt",
             checkpoint=tmp_path / "c.pt", run=RecordingRun(), fingerprint="fp")  # fmt: skip
+
+
+def test_killed_after_the_last_epoch_still_yields_the_model(weight_files, tmp_path):
+    """All epochs done, then the job died: Snakemake deleted model.pt; the rerun trains nothing."""
+    cfg = ClassifierConfig(
+        "resnet101", img_size=32, weights=str(weight_files["resnet101"]), epochs=1, lr=0.01
+    )
+    kwargs = dict(model_out=tmp_path / "m.pt", checkpoint=tmp_path / "ck.pt", fingerprint="same")
+    fit(cfg, _toy_arrays(8, 1), _toy_arrays(4, 2), run=RecordingRun(), **kwargs)
+    saved = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "m.pt").unlink()
+    run = RecordingRun()
+    history = fit(cfg, _toy_arrays(8, 1), _toy_arrays(4, 2), run=run, **kwargs)
+    assert list(history.epoch) == [0] and (tmp_path / "m.pt").read_bytes() == saved

@@ -123,9 +123,9 @@ def dry_run_with(workdir: Path, tmp_path: Path, model: str, key: str, value) -> 
 def test_changing_a_model_size_reruns_only_its_arrays(tiny_run, tmp_path):
     result = dry_run_with(tiny_run, tmp_path, "unet", "img_size", 48)
     assert result.returncode == 0, result.stderr[-3000:]
-    # 3 splits x 3 shards at the new size, the U-Net's training and evaluation, and the
-    # report that compares all models: nothing upstream, no classifier
-    expected = {"arrays": 9, "train_unet": 1, "evaluate": 1, "report": 1, "all": 1}
+    # 3 splits x 3 shards at the new size, the U-Net's training, evaluation and submission,
+    # and the report that compares all models: nothing upstream, no classifier
+    expected = {"arrays": 9, "train_unet": 1, "evaluate": 1, "submission": 1, "report": 1, "all": 1}
     assert planned_jobs(result.stdout + result.stderr) == expected
     assert "results/arrays/48px/train/00.npz" in result.stdout + result.stderr
 

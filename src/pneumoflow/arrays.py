@@ -13,6 +13,7 @@ them, so boxes keep lining up. Memory is bounded by one shard.
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -98,8 +99,47 @@ def build_arrays(
     return len(rows)
 
 
-def load_arrays(paths: list[str | Path]) -> dict[str, np.ndarray]:
-    """Concatenate the arrays of several .npz files (no pickles are loaded)."""
-    parts = [np.load(p, allow_pickle=False) for p in paths]
-    keys = ("images", "masks", "labels", "classes", "patient_ids")
-    return {k: np.concatenate([part[k] for part in parts]) for k in keys}
+def _npy_header(npz: str | Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of one array of an .npz, read from its header without loading it.
+
+    Refuses anything but plain arrays: a file that is no .npz, or one holding pickled objects.
+    """
+    try:
+        with zipfile.ZipFile(npz) as archive, archive.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = header(f)
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ValueError(f"{npz} is not an arrays file made by the arrays stage ({exc}); rebuild it") from exc
+    if dtype.hasobject:
+        raise ValueError(f"{npz}: {key} holds pickled Python objects, which are never loaded; rebuild it")
+    return shape, dtype
+
+
+def load_arrays(
+    paths: list[str | Path], keys: tuple[str, ...] = ("images", "masks", "labels", "classes", "patient_ids")
+) -> dict[str, np.ndarray]:
+    """Concatenate `keys` of several .npz files (no pickles are loaded).
+
+    Each array is allocated once at its final size and filled one file at a time, so the
+    peak is the result plus one shard; a classifier leaves out the masks (half the memory).
+    """
+    out = {}
+    for key in keys:
+        headers = [_npy_header(p, key) for p in paths]
+        if not headers:
+            out[key] = np.zeros(0)
+            continue
+        dtype = np.result_type(*(d for _, d in headers))
+        total = sum(shape[0] for shape, _ in headers)
+        out[key] = np.empty((total, *headers[0][0][1:]), dtype)
+        start = 0
+        for path, (shape, _) in zip(paths, headers, strict=True):
+            with np.load(path, allow_pickle=False) as part:
+                out[key][start : start + shape[0]] = part[key]
+            start += shape[0]
+    return out

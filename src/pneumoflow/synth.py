@@ -105,6 +105,16 @@ def new_case(rng: np.random.Generator, klass: str) -> Case:
     return Case(patient_id, klass, view=view, sex=sex, age=int(rng.integers(18, 90)))
 
 
+def fake_phi(patient_id: str) -> dict[str, str]:
+    """Made-up identifying header values of one synthetic image (DICOM keyword -> value)."""
+    return {
+        "PatientName": f"Fakename^Synthetic{patient_id[:8]}",
+        "PatientBirthDate": "19010203",
+        "InstitutionName": "Fakeville Synthetic Infirmary",
+        "OtherPatientIDs": f"FAKEMRN{patient_id[:8]}",
+    }
+
+
 def write_dicom(path: str | Path, pixels: np.ndarray, case: Case, *, jpeg: bool = True, **extra) -> None:
     """Write `pixels` ((rows, cols) uint8 or uint16) as a CR DICOM for `case`.
 
@@ -121,7 +131,9 @@ def write_dicom(path: str | Path, pixels: np.ndarray, case: Case, *, jpeg: bool 
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[case.patient_id, "study"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[case.patient_id, "series"])
     ds.PatientID = case.patient_id
-    ds.PatientName = f"Fakename^Synthetic{case.patient_id[:8]}"
+    # Fake identifying data where real files carry it, so tests can prove none of it leaks.
+    for keyword, value in fake_phi(case.patient_id).items():
+        setattr(ds, keyword, value)
     # RSNA writes PatientAge as a bare number, not a valid AS value ('051Y');
     # we reproduce the real files, so pydicom's value check is off for it.
     ds.add(DataElement(0x00101010, "AS", str(case.age), validation_mode=pydicom.config.IGNORE))

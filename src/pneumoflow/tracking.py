@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,18 +86,24 @@ def connect(settings: TrackingSettings):
     return client
 
 
-def _probe(client) -> None:
-    # MLflow retries HTTP calls for minutes by default: one quick try is enough to know.
+@contextmanager
+def quick_requests(retries: int = 1):
+    """MLflow retries HTTP calls for minutes by default; inside this block it tries briefly."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(retries), MLFLOW_HTTP_REQUEST_TIMEOUT="10")
     try:
-        client.search_experiments(max_results=1)
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _probe(client) -> None:
+    with quick_requests(retries=0):
+        client.search_experiments(max_results=1)
 
 
 def experiment_id(client, settings: TrackingSettings) -> str:
@@ -185,6 +192,7 @@ class ModelRun:
         self.client, self.exp_id, self.name = client, exp_id, name
         self.params, self.tags = dict(params), dict(tags)
         self.run_id: str | None = None
+        self._held: list = []  # metrics not yet accepted by the store
 
     @classmethod
     def attach(cls, client, run_id: str) -> ModelRun:
@@ -210,21 +218,58 @@ class ModelRun:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        if self.run_id:
-            status = "FINISHED" if kind is None else "KILLED" if kind is KeyboardInterrupt else "FAILED"
-            self.client.set_terminated(self.run_id, status)
+        if not self.run_id:
+            return
+        if kind is None:
+            self.ensure_reachable()
+        status = "FINISHED" if kind is None else "KILLED" if kind is KeyboardInterrupt else "FAILED"
+        try:
+            with quick_requests(retries=1 if self._held else 3):
+                self.client.set_terminated(self.run_id, status)
+        except Exception as exc:  # the store is gone; the run shows RUNNING until cleaned up
+            if kind is None:
+                raise
+            log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, exc)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics; while the store is unreachable they are held back and training goes on."""
         if self.run_id:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-            self.client.log_batch(self.run_id, metrics=batch)
+            self._held += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+            self._send()
+
+    def _send(self) -> None:
+        try:
+            with quick_requests():
+                self.client.log_batch(self.run_id, metrics=self._held)
+        except Exception as exc:
+            log.warning(
+                "MLflow store %s unreachable (%s): %d metric values held back; training goes on",
+                self.client.tracking_uri, type(exc).__name__, len(self._held),
+            )  # fmt: skip
+        else:
+            self._held = []
+
+    def ensure_reachable(self) -> None:
+        """Send held-back metrics; TrackingUnavailableError naming the store if it is still gone.
+
+        Called before logging files or models, which MLflow would retry for minutes.
+        """
+        if self.run_id and self._held:
+            self._send()
+            if self._held:
+                raise TrackingUnavailableError(
+                    f"the MLflow store {self.client.tracking_uri} went away during training and "
+                    f"{len(self._held)} metric values could not be logged; the training state is kept, "
+                    "so rerun once the server is back (it resumes, it does not retrain)"
+                )
 
     def log_outputs(self, outputs: Mapping[str, str | Path]) -> None:
         """Log each output file as artifact outputs/<name>, where the run cache finds it."""
         if self.run_id:
+            self.ensure_reachable()
             with tempfile.TemporaryDirectory() as tmp:
                 for name, path in outputs.items():
                     shutil.copyfile(path, Path(tmp) / name)
@@ -282,6 +327,7 @@ def run_tracked(
     outputs: Mapping[str, str | Path],
     run_id_out: str | Path,
     work,
+    on_success=None,
 ) -> str | None:
     """Run `work(run: ModelRun)` in a new MLflow run, or restore its outputs from a cached run.
 
@@ -309,5 +355,7 @@ def run_tracked(
             work(run)
             run.log_outputs(outputs)
         run_id = run.run_id
+    if on_success is not None:  # e.g. drop the training state, only once all is logged
+        on_success()
     write_bytes(run_id_out, (run_id or "").encode())
     return run_id

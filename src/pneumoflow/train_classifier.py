@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class ClassifierConfig:
 
 def load_split(npz_paths: list[str | Path], name: str) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, S, S) uint8, labels (N,) uint8) of one split; clear error when empty."""
-    data = arrays.load_arrays(npz_paths)
+    data = arrays.load_arrays(npz_paths, keys=("images", "labels"))
     if len(data["labels"]) == 0:
         raise ValueError(f"the {name} split has no images; add data or change split fractions")
     return data["images"], data["labels"]
@@ -246,7 +247,7 @@ def fit(
         )
         if val_acc > best_acc:
             best_acc = val_acc
-            with atomic_path(model_out) as tmp:
+            with atomic_path(best_weights(checkpoint)) as tmp:
                 torch.save(model.state_dict(), tmp)
         with atomic_path(checkpoint) as tmp:
             torch.save(
@@ -262,7 +263,16 @@ def fit(
                 },
                 tmp,
             )
+    # the best weights live beside the checkpoint, so a job killed after its last epoch
+    # (its outputs deleted by Snakemake) still has them on the rerun
+    with atomic_path(model_out) as tmp:
+        shutil.copyfile(best_weights(checkpoint), tmp)
     return pd.DataFrame(history)
+
+
+def best_weights(checkpoint: Path) -> Path:
+    """Where fit keeps the best-val-accuracy state dict while training: beside the checkpoint."""
+    return checkpoint.with_name(f"best-{checkpoint.name}")
 
 
 def log_torch_model(run: tracking.ModelRun, model: nn.Module, img_size: int) -> None:
@@ -273,6 +283,7 @@ def log_torch_model(run: tracking.ModelRun, model: nn.Module, img_size: int) -> 
     """
     if not run.run_id:
         return
+    run.ensure_reachable()
     import mlflow
     import torchvision
 
@@ -359,7 +370,10 @@ def run_stage(
         model, _ = classifiers.build_classifier(name, None)
         model.load_state_dict(torch.load(model_out, map_location="cpu", weights_only=True))
         log_torch_model(run, model, cfg.img_size)
-        Path(checkpoint).unlink(missing_ok=True)  # finished: a later run must not resume it
+
+    def drop_training_state() -> None:  # finished and logged: a later run must not resume it
+        for path in (Path(checkpoint), best_weights(Path(checkpoint))):
+            path.unlink(missing_ok=True)
 
     outputs = {"model.pt": model_out, "history.csv": history_out, "curves.png": curves_out}
     return tracking.run_tracked(
@@ -371,4 +385,5 @@ def run_stage(
         outputs=outputs,
         run_id_out=run_id_out,
         work=work,
+        on_success=drop_training_state,
     )

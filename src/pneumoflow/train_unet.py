@@ -143,14 +143,27 @@ def fit(
             log.info("epoch %d/%d %s", epoch + 1, cfg.epochs, {k: round(v, 4) for k, v in metrics.items()})
             run.log_metrics(metrics, step=epoch)
 
-    resuming = Path(backup_dir).exists()
+    # Training state lives in backup_dir, outside the rule's outputs (which Snakemake deletes
+    # when a job dies): the epoch backup, the best model so far and the epoch log.
+    state = Path(backup_dir)
+    best_path, csv_path, restore_dir = state / "best.keras", state / "history.csv", state / "restore"
+    resuming = restore_dir.exists() and csv_path.exists()
+    threshold = None
     if resuming:
-        log.info("resuming from the last epoch backup in %s", backup_dir)
+        threshold = float(pd.read_csv(csv_path).val_loss.min())
+        log.info(
+            "resuming from the last epoch backup in %s (best val_loss so far %.4f)", restore_dir, threshold
+        )
+    else:
+        shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True, exist_ok=True)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(restore_dir), delete_checkpoint=True),
         keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(str(model_out), monitor="val_loss", save_best_only=True),
-        keras.callbacks.CSVLogger(str(history_out), append=resuming),
+        keras.callbacks.ModelCheckpoint(
+            str(best_path), monitor="val_loss", save_best_only=True, initial_value_threshold=threshold
+        ),
+        keras.callbacks.CSVLogger(str(csv_path), append=resuming),
         keras.callbacks.TensorBoard(str(tensorboard_dir)),
         LogEpochs(),
     ]
@@ -161,7 +174,9 @@ def fit(
         callbacks=callbacks,
         verbose=0,
     )
-    history = pd.read_csv(history_out).drop_duplicates("epoch", keep="last")
+    with atomic_path(model_out) as tmp:
+        shutil.copyfile(best_path, tmp)
+    history = pd.read_csv(csv_path).drop_duplicates("epoch", keep="last")
     with atomic_path(history_out) as tmp:
         history.to_csv(tmp, index=False)
     return history.rename(columns=_phase_names)
@@ -226,7 +241,6 @@ def run_stage(
         best = history.loc[history.val_loss.idxmin()]
         run.log_metrics({"best_val_dice": best.val_dice, "best_epoch": best.epoch})
         _log_keras_model(run, outputs["model.keras"])
-        shutil.rmtree(backup_dir, ignore_errors=True)
 
     return tracking.run_tracked(
         tracking.TrackingSettings.from_config(mlflow_section),
@@ -237,12 +251,15 @@ def run_stage(
         outputs=outputs,
         run_id_out=run_id_out,
         work=work,
+        # finished and logged: a later run must not resume it
+        on_success=lambda: shutil.rmtree(backup_dir, ignore_errors=True),
     )
 
 
 def _log_keras_model(run: tracking.ModelRun, model_path: Path) -> None:
     if not run.run_id:
         return
+    run.ensure_reachable()
     import keras
     import mlflow
     import tensorflow as tf

@@ -1,0 +1,153 @@
+"""DAG overhead and peak memory at full RSNA scale (26,684 images).
+
+    .venv/bin/python benchmarks/bench_dag.py [--n 26684] [--image-size 64]
+
+1. `snakemake -n` on an RSNA layout of N placeholder files (empty .dcm: a dry run never
+   opens them), for N and N/10: seconds and job counts.
+2. A real preprocessing run (`--until arrays qc_rejected`) on N generated DICOMs of
+   image-size px, arrays at the production sizes (U-Net 256, classifiers 224), then a no-op
+   rerun (seconds). Peak RSS of every job comes from Snakemake's own `benchmark:` files.
+3. Peak RSS of loading the training split as each trainer does (classifier: images + labels;
+   U-Net: images + masks) at that scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from common import WORK, report
+
+from pneumoflow.synth import generate
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"unet": 256, "vgg16": 224, "resnet101": 224}
+
+
+def write_config(path: Path, rsna_dir: Path) -> Path:
+    models = {m: {"img_size": s} for m, s in SIZES.items()}
+    path.write_text(yaml.safe_dump({"data": {"source": "rsna", "rsna_dir": str(rsna_dir)}, "models": models}))
+    return path
+
+
+def snakemake(workdir: Path, config: Path, *args: str) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    started = time.perf_counter()
+    result = subprocess.run(
+        [*cmd, "--configfile", str(config), "--cores", "2", *args], cwd=REPO, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return seconds, result.stdout + result.stderr
+
+
+def job_total(output: str) -> int:
+    return int(re.search(r"^total\s+(\d+)", output, re.M).group(1))
+
+
+def placeholders(n: int) -> Path:
+    """RSNA layout with n empty .dcm files and n label rows (for dry runs only)."""
+    folder = WORK / f"placeholders-{n}"
+    images = folder / "stage_2_train_images"
+    if not images.is_dir():
+        images.mkdir(parents=True)
+        ids = [f"{i:08x}-0000-0000-0000-000000000000" for i in range(n)]
+        for pid in ids:
+            (images / f"{pid}.dcm").touch()
+        pd.DataFrame({"patientId": ids, "x": "", "y": "", "width": "", "height": "", "Target": 0}).to_csv(
+            folder / "stage_2_train_labels.csv", index=False
+        )
+        pd.DataFrame({"patientId": ids, "class": "Normal"}).to_csv(
+            folder / "stage_2_detailed_class_info.csv", index=False
+        )
+    return folder
+
+
+def dry_runs(n: int) -> list[dict]:
+    rows = []
+    for count in (n // 10, n):
+        data = placeholders(count)
+        workdir = WORK / f"dry-{count}"
+        workdir.mkdir(exist_ok=True)
+        seconds, out = snakemake(workdir, write_config(workdir / "c.yaml", data), "-n")
+        rows.append({"what": f"snakemake -n, {count} images", "seconds": seconds, "jobs": job_total(out)})
+    return rows
+
+
+def max_rss(workdir: Path) -> list[dict]:
+    """Peak RSS (MB) of the largest job of each rule, from the jobs' Snakemake benchmark files."""
+    rows = []
+    for tsv in (workdir / "logs" / "benchmarks").rglob("*.tsv"):
+        rule = tsv.relative_to(workdir / "logs" / "benchmarks").parts[0].removesuffix(".tsv")
+        rows.append({"rule": rule, "max_rss": float(pd.read_csv(tsv, sep="\t").max_rss.max())})
+    table = pd.DataFrame(rows).groupby("rule").max_rss.agg(["max", "count"])
+    return [
+        {"what": f"{rule} (largest of {int(r['count'])} jobs)", "peak_rss_mb": r["max"]}
+        for rule, r in table.iterrows()
+    ]
+
+
+def split_loading_rss(workdir: Path) -> list[dict]:
+    code = """
+import resource, sys
+from pathlib import Path
+from pneumoflow.arrays import load_arrays
+paths = sorted(Path(sys.argv[1]).glob("*.npz"))
+data = load_arrays(paths, keys=tuple(sys.argv[2].split(",")))
+n = len(data[next(iter(data))])
+print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    rows = []
+    for trainer, size, keys in (("classifier", 224, "images,labels"), ("unet", 256, "images,masks")):
+        folder = workdir / f"results/arrays/{size}px/train"
+        out = subprocess.run([sys.executable, "-c", code, str(folder), keys], capture_output=True, text=True)
+        n, rss = out.stdout.split()
+        rows.append(
+            {"what": f"load train split for {trainer} ({n} images, {size} px)", "peak_rss_mb": float(rss)}
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=26684, help="images (the RSNA training set has 26,684)")
+    parser.add_argument("--image-size", type=int, default=64, help="side of the generated DICOMs")
+    args = parser.parse_args()
+    rows = dry_runs(args.n)
+
+    data = WORK / f"real-{args.n}-{args.image_size}"
+    if not (data / "done").exists():
+        started = time.perf_counter()
+        generate(data, n=args.n, seed=5, size=args.image_size, n_test=3)
+        (data / "done").touch()
+        print(f"generated {args.n} DICOMs in {time.perf_counter() - started:.0f}s")
+    workdir = WORK / f"run-{args.n}"
+    workdir.mkdir(exist_ok=True)
+    config = write_config(workdir / "c.yaml", data)
+    until = ["--until", "arrays", "qc_rejected"]
+    seconds, _ = snakemake(workdir, config, *until)
+    rows.append(
+        {"what": f"preprocessing, {args.n} images of {args.image_size} px", "seconds": seconds, "jobs": ""}
+    )
+    seconds, out = snakemake(workdir, config, *until)
+    assert "Nothing to be done" in out, out[-2000:]
+    rows.append({"what": "no-op rerun (nothing to do)", "seconds": seconds, "jobs": 0})
+    seconds, out = snakemake(workdir, config, "-n")
+    rows.append({"what": "snakemake -n after preprocessing", "seconds": seconds, "jobs": job_total(out)})
+    report(
+        "dag",
+        rows,
+        {"images": f"{args.n} (placeholders for -n; generated {args.image_size} px DICOMs for the run)"},
+    )
+    report("memory", max_rss(workdir) + split_loading_rss(workdir))
+
+
+if __name__ == "__main__":
+    main()

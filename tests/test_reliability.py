@@ -1,0 +1,250 @@
+"""Reliability: bad inputs, untrusted files, privacy, full disks, a dying MLflow server."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from pneumoflow import tracking
+from pneumoflow.arrays import load_arrays
+from pneumoflow.convert import convert_shard
+from pneumoflow.synth import Case, write_dicom
+
+REPO = Path(__file__).resolve().parents[1]
+PHI_KEYWORDS = ("PatientName", "PatientBirthDate", "InstitutionName", "OtherPatientIDs")
+
+
+# --- privacy -------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_no_phi_in_results_mlflow_store_or_logs(tiny_run):
+    """The sample DICOMs carry (fake) name, birth date, institution and other ids: none of it
+    may reach any file under results/ (MLflow store included), logs/ or Snakemake's logs."""
+    needles = set()
+    for dicom in sorted((tiny_run / "data/synthetic/stage_2_train_images").glob("*.dcm")):
+        ds = pydicom.dcmread(dicom, stop_before_pixels=True)
+        raw = dicom.read_bytes()
+        for keyword in PHI_KEYWORDS:
+            value = str(ds.data_element(keyword).value).encode()
+            assert value in raw  # the test can fail: the inputs really hold it
+            needles.add(value)
+    assert len(needles) > 2 * len(PHI_KEYWORDS)
+    scanned = 0
+    for folder in ("results", "logs", ".snakemake/log", ".snakemake/metadata"):
+        for path in (tiny_run / folder).rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                leaked = [n for n in needles if n in data]
+                assert not leaked, f"{path} holds {leaked[:3]}"
+                scanned += 1
+    assert (tiny_run / "results/mlflow.db").is_file() and scanned > 100
+
+
+# --- untrusted files --------------------------------------------------------------------------
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    _Payload.marker = marker
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, images=np.array([_Payload()], dtype=object), labels=np.zeros(1, np.uint8))
+    with pytest.raises(ValueError, match="holds pickled Python objects, which are never loaded"):
+        load_arrays([evil], keys=("images", "labels"))
+    disguised = tmp_path / "disguised.npz"
+    disguised.write_bytes(pickle.dumps(_Payload()))
+    with pytest.raises(ValueError, match="is not an arrays file made by the arrays stage"):
+        load_arrays([disguised], keys=("images",))
+    assert not marker.exists()  # the payload never ran
+
+
+# --- bad-input corpus -------------------------------------------------------------------------
+
+
+def _dicom(folder: Path, pid: str, pixels=None, **extra) -> Path:
+    path = folder / f"{pid}.dcm"
+    image = np.full((64, 64), 100, np.uint8) if pixels is None else pixels
+    write_dicom(path, image, Case(pid, "Normal"), jpeg=extra.pop("jpeg", False), **extra)
+    return path
+
+
+def _bad_dicoms(images: Path) -> dict[str, str]:
+    """Write one bad file per case; {patientId: expected part of the qc reason}."""
+    good = _dicom(images, "good0").read_bytes()
+    cases = {}
+    (images / "truncated.dcm").write_bytes(good[: len(good) // 2])
+    cases["truncated"] = "truncated"
+    (images / "zerobyte.dcm").write_bytes(b"")
+    cases["zerobyte"] = "unreadable DICOM"
+    (images / "notdicom.dcm").write_text("patientId,Target\nx,1\n")
+    cases["notdicom"] = "unreadable DICOM"
+    _dicom(images, "ctscan", Modality="CT")
+    cases["ctscan"] = "modality 'CT' is not a radiograph"
+    colour = _dicom(images, "colour")
+    ds = pydicom.dcmread(colour)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.PixelData = ds.PixelData * 3
+    ds.save_as(colour)
+    cases["colour"] = "colour image"
+    frames = _dicom(images, "multiframe")
+    ds = pydicom.dcmread(frames)
+    ds.NumberOfFrames, ds.PixelData = 2, ds.PixelData * 2
+    ds.save_as(frames)
+    cases["multiframe"] = "multi-frame"
+    huge = _dicom(images, "huge")
+    ds = pydicom.dcmread(huge)
+    ds.Rows = ds.Columns = 60000  # declares 3.6 GB of pixels, holds 4 kB
+    ds.save_as(huge)
+    cases["huge"] = "implausible image size 60000x60000"
+    big = _dicom(images, "bigheader")
+    ds = pydicom.dcmread(big)
+    ds.Rows = ds.Columns = 8000  # plausible size, far more than the pixel data holds
+    ds.save_as(big)
+    cases["bigheader"] = "truncated pixel data"
+    return cases
+
+
+def test_bad_input_corpus_each_case_refused_with_its_reason(tmp_path):
+    data = tmp_path / "rsna"
+    images = data / "stage_2_train_images"
+    images.mkdir(parents=True)
+    for i in range(1, 40):
+        _dicom(images, f"good{i}")
+    expected = _bad_dicoms(images)
+    ids = [f"good{i}" for i in range(40)] + list(expected)
+    rows = [f"{pid},,,,,0" for pid in ids]
+    rows += ["good1,,,,,0"]  # a duplicated row: dropped, noted
+    rows += ["outside,10,10,80,80,1"]  # a box reaching past the 64 px image
+    rows += ["../etc/passwd,,,,,0"]  # an id with a path separator
+    _dicom(images, "outside")
+    expected |= {
+        "outside": "reaches outside the 64x64 image",
+        "../etc/passwd": "is not a plain identifier (path separators",
+    }
+    # Windows line endings and a BOM, plus an extra column: all tolerated
+    header = "\ufeffpatientId,x,y,width,height,Target\r\n"
+    (data / "stage_2_train_labels.csv").write_text(header + "\r\n".join(rows) + "\r\n", encoding="utf-8")
+    classes = pd.DataFrame({"patientId": [*ids, "outside", "../etc/passwd"], "extra": "x"})
+    classes["class"] = ["Normal"] * (len(ids)) + ["Lung Opacity", "Normal"]
+    classes.to_csv(data / "stage_2_detailed_class_info.csv", index=False)
+
+    before = {p for p in tmp_path.rglob("*")}
+    cmd = [sys.executable, "-m", "pneumoflow", "manifest", *(str(data / n) for n in (
+        "stage_2_train_labels.csv", "stage_2_detailed_class_info.csv", "stage_2_train_images")),
+        "--out-dir", "results", "--shards", "2", "--max-rejected-fraction", "0.5"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert written and all(p.relative_to(tmp_path).parts[0] == "results" for p in written)
+    # the 60000 x 60000 header allocated nothing like its 3.6 GB
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1_000_000  # kB
+
+    rejected = pd.read_csv(tmp_path / "results/qc/manifest_rejected.tsv", sep="\t", dtype=str)
+    reasons = dict(zip(rejected.patientId, rejected.reason, strict=True))
+    for pid, reason in expected.items():
+        assert pid in reasons, f"{pid} was not refused"
+        assert reason in reasons[pid], f"{pid}: {reasons[pid]!r}"
+    manifest = pd.read_csv(tmp_path / "results/manifest.tsv", sep="\t")
+    assert sorted(manifest.patientId) == sorted(f"good{i}" for i in range(40))
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [("patientId,x,y,width,Target", "missing column(s) ['height']"), ("", "not a readable CSV")],
+)
+def test_labels_csv_without_its_columns_stops_naming_them(tmp_path, header, message):
+    (tmp_path / "labels.csv").write_text(header + "\n" if header else "")
+    (tmp_path / "classes.csv").write_text("patientId,class\n")
+    (tmp_path / "images").mkdir()
+    cmd = [sys.executable, "-m", "pneumoflow", "manifest", "labels.csv", "classes.csv", "images",
+           "--out-dir", "results"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and message in result.stderr and "labels.csv" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+# --- a full disk during a shard ---------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB tmpfs (root only); skipped with the reason where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_during_a_shard_leaves_no_partial_output(tiny_disk, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):  # noise compresses badly: ~150 kB JPGs, more than the disk holds
+        _dicom(images, f"p{i}", rng.integers(0, 255, (512, 512), dtype=np.uint8), jpeg=True)
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("patientId\tshard\n" + "".join(f"p{i}\t0\n" for i in range(12)))
+    with pytest.raises(OSError, match="No space left on device"):
+        convert_shard(manifest, 0, images, tiny_disk / "jpg" / "00", tiny_disk / "00.tsv")
+    assert list((tiny_disk / "jpg").iterdir()) == []  # no shard folder, no temp folder
+    out = tmp_path / "jpg" / "00"  # with room, the same call completes
+    convert_shard(manifest, 0, images, out, tmp_path / "00.tsv")
+    assert len(list(out.glob("*.jpg"))) == 12
+
+
+# --- the MLflow server dies mid-training ------------------------------------------------------
+
+
+def test_mlflow_server_killed_mid_training(mlflow_server_factory, tmp_path, monkeypatch, caplog):
+    """Training goes on while the server is gone; the job then fails naming the URI and keeps its
+    training state; with the server back, the rerun finishes without training again."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    server = mlflow_server_factory()
+    settings = tracking.TrackingSettings(tracking_uri=server.url, experiment="dying")
+    outputs = {"model.txt": tmp_path / "out/model.txt"}
+    state = tmp_path / "state.txt"  # stands in for the training checkpoint
+    epochs_run = []
+
+    def work(run):
+        start = int(state.read_text()) if state.exists() else 0
+        for epoch in range(start, 4):
+            if epoch == 2:
+                server.stop()
+            run.log_metrics({"train_loss": 1.0 / (epoch + 1)}, step=epoch)
+            epochs_run.append(epoch)
+            state.write_text(str(epoch + 1))
+        outputs["model.txt"].parent.mkdir(exist_ok=True)
+        outputs["model.txt"].write_text("trained")
+
+    kwargs = dict(name="vgg16", params={}, tags={}, fingerprint_parts={"x": 1}, outputs=outputs,
+                  run_id_out=tmp_path / "out/run_id.txt", on_success=state.unlink)  # fmt: skip
+    with pytest.raises(tracking.TrackingUnavailableError, match=f"{server.url} went away during training"):
+        tracking.run_tracked(settings, work=work, **kwargs)
+    assert epochs_run == [0, 1, 2, 3]  # every epoch trained although the server was gone
+    assert "held back; training goes on" in caplog.text
+    assert state.read_text() == "4"  # the training state survived the failed job
+    server.start()
+    run_id = tracking.run_tracked(settings, work=work, **kwargs)
+    assert epochs_run == [0, 1, 2, 3] and not state.exists()  # nothing retrained, state dropped
+    client = tracking.connect(settings)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    shutil.rmtree(tmp_path / "out")
