@@ -27,13 +27,13 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check src scripts tests
-	$(BIN)/ruff format --check src scripts tests
+	$(BIN)/ruff check src scripts tests benchmarks
+	$(BIN)/ruff format --check src scripts tests benchmarks
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 
 format: install
-	$(BIN)/ruff format src scripts tests
+	$(BIN)/ruff format src scripts tests benchmarks
 	$(BIN)/snakefmt Snakefile rules
 
 clean:

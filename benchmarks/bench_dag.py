@@ -94,23 +94,35 @@ def max_rss(workdir: Path) -> list[dict]:
     ]
 
 
-def split_loading_rss(workdir: Path) -> list[dict]:
-    code = """
-import resource, sys
-from pathlib import Path
+LOADERS = {
+    # the classifiers hold their split in memory (images + labels)
+    "classifier": """
 from pneumoflow.arrays import load_arrays
-paths = sorted(Path(sys.argv[1]).glob("*.npz"))
-data = load_arrays(paths, keys=tuple(sys.argv[2].split(",")))
-n = len(data[next(iter(data))])
-print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-"""
+data = load_arrays(paths, keys=("images", "labels"))
+n = len(data["labels"])
+""",
+    # the U-Net streams its shards through tf.data: one pass over the training split
+    "unet": """
+from pneumoflow.train_unet import UnetConfig, make_dataset
+n = sum(len(x) for x, _ in make_dataset([str(p) for p in paths], UnetConfig(img_size=SIZE), training=True))
+""",
+}
+
+
+def split_loading_rss(workdir: Path) -> list[dict]:
+    """Peak RSS of reading the training split as each trainer does, in a fresh process."""
     rows = []
-    for trainer, size, keys in (("classifier", 224, "images,labels"), ("unet", 256, "images,masks")):
-        folder = workdir / f"results/arrays/{size}px/train"
-        out = subprocess.run([sys.executable, "-c", code, str(folder), keys], capture_output=True, text=True)
-        n, rss = out.stdout.split()
+    for trainer, size in (("classifier", 224), ("unet", 256)):
+        code = (
+            f"import resource\nfrom pathlib import Path\nSIZE = {size}\n"
+            f"paths = sorted(Path('{workdir}/results/arrays/{size}px/train').glob('*.npz'))\n"
+            + LOADERS[trainer]
+            + "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        n, rss = out.stdout.split()[-2:]
         rows.append(
-            {"what": f"load train split for {trainer} ({n} images, {size} px)", "peak_rss_mb": float(rss)}
+            {"what": f"read train split for {trainer} ({n} images, {size} px)", "peak_rss_mb": float(rss)}
         )
     return rows
 
@@ -119,7 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=26684, help="images (the RSNA training set has 26,684)")
     parser.add_argument("--image-size", type=int, default=64, help="side of the generated DICOMs")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory table, on the last run")
     args = parser.parse_args()
+    if args.memory_only:
+        workdir = WORK / f"run-{args.n}"
+        report("memory", max_rss(workdir) + split_loading_rss(workdir))
+        return
     rows = dry_runs(args.n)
 
     data = WORK / f"real-{args.n}-{args.image_size}"
@@ -137,7 +154,7 @@ def main() -> None:
         {"what": f"preprocessing, {args.n} images of {args.image_size} px", "seconds": seconds, "jobs": ""}
     )
     seconds, out = snakemake(workdir, config, *until)
-    assert "Nothing to be done" in out, out[-2000:]
+    assert "Nothing to be done" in out or job_total(out) == 0, out[-2000:]
     rows.append({"what": "no-op rerun (nothing to do)", "seconds": seconds, "jobs": 0})
     seconds, out = snakemake(workdir, config, "-n")
     rows.append({"what": "snakemake -n after preprocessing", "seconds": seconds, "jobs": job_total(out)})

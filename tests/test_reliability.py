@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import resource
 import shutil
 import subprocess
@@ -248,3 +249,41 @@ def test_mlflow_server_killed_mid_training(mlflow_server_factory, tmp_path, monk
     client = tracking.connect(settings)
     assert client.get_run(run_id).info.status == "FINISHED"
     shutil.rmtree(tmp_path / "out")
+
+
+# --- an input replaced between runs ---------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_dicom_replaced_by_garbage_between_runs_is_refused_on_rerun(sample_dir, tmp_path):
+    from conftest import snakemake
+
+    data = tmp_path / "rsna"
+    shutil.copytree(sample_dir, data)
+    config = tmp_path / "rsna.yaml"
+    config.write_text(
+        f"data: {{source: rsna, rsna_dir: '{data}'}}\npreprocess: {{shards: 3}}\n"
+        "qc: {max_rejected_fraction: 0.2}\nmodels: {unet: {img_size: 32}, vgg16: {img_size: 32}, "
+        "resnet101: {img_size: 32}}\n"
+    )
+    args = ["--configfile", str(config), "--until", "arrays", "qc_rejected"]
+    workdir = tmp_path / "run"
+    first = snakemake(workdir, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    victim = sorted((data / "stage_2_train_images").glob("*.dcm"))[0]
+    victim.write_bytes(b"garbage, not a DICOM" * 10)
+    second = snakemake(workdir, *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out = second.stdout + second.stderr
+    # the changed file itself is why its jobs reran (Snakemake's reason names it)
+    reasons = re.findall(r"reason: (.*)", out)
+    assert any("Updated input files" in r and victim.name in r for r in reasons), reasons
+    rejected = pd.read_csv(workdir / "results/qc/rejected.tsv", sep="\t", dtype=str)
+    row = rejected[rejected.patientId == victim.stem]
+    assert len(row) == 1 and "unreadable DICOM" in row.reason.iloc[0]
+    manifest = pd.read_csv(workdir / "results/manifest.tsv", sep="\t", dtype={"patientId": str})
+    assert victim.stem not in set(manifest.patientId) and len(manifest) == 11
+    ids = np.concatenate(
+        [np.load(p)["patient_ids"] for p in (workdir / "results/arrays/32px").rglob("*.npz")]
+    )
+    assert victim.stem not in set(ids) and len(ids) == 11

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -208,7 +207,7 @@ def fit(
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(state["model"], strict=not pretrained)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["lr_scheduler"])
             history, best_acc, start = state["history"], state["best_val_acc"], state["epoch"] + 1
@@ -248,11 +247,11 @@ def fit(
         if val_acc > best_acc:
             best_acc = val_acc
             with atomic_path(best_weights(checkpoint)) as tmp:
-                torch.save(model.state_dict(), tmp)
+                torch.save(changing_state(model, pretrained), tmp)
         with atomic_path(checkpoint) as tmp:
             torch.save(
                 {
-                    "model": model.state_dict(),
+                    "model": changing_state(model, pretrained),
                     "optimizer": optimizer.state_dict(),
                     "lr_scheduler": scheduler.state_dict(),
                     "epoch": epoch,
@@ -264,10 +263,21 @@ def fit(
                 tmp,
             )
     # the best weights live beside the checkpoint, so a job killed after its last epoch
-    # (its outputs deleted by Snakemake) still has them on the rerun
+    # (its outputs deleted by Snakemake) still has them on the rerun; model_out is complete
+    best = torch.load(best_weights(checkpoint), map_location="cpu", weights_only=True)
+    model.load_state_dict(best, strict=not pretrained)
     with atomic_path(model_out) as tmp:
-        shutil.copyfile(best_weights(checkpoint), tmp)
+        torch.save(model.state_dict(), tmp)
     return pd.DataFrame(history)
+
+
+def changing_state(model: nn.Module, pretrained: bool) -> dict[str, torch.Tensor]:
+    """What training changes: the trainable parameters of a frozen-backbone model (the backbone
+    comes back from the weights file), else the whole state dict. Keeps checkpoints small:
+    about 1 MB instead of 170 MB for ResNet101."""
+    if not pretrained:
+        return model.state_dict()
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def best_weights(checkpoint: Path) -> Path:
