@@ -143,7 +143,9 @@ def test_changing_one_classifier_reruns_only_its_training(tiny_run, tmp_path):
     [
         ({"preprocess": {"shard": 4}}, "Additional properties are not allowed ('shard' was unexpected)"),
         ({"split": {"seed": "forty-two"}}, "'forty-two' is not of type 'integer'"),
-        ({"data": {"source": "kaggle"}}, "'kaggle' is not one of ['synthetic', 'rsna']"),
+        ({"data": {"source": "kaggle"}}, "'kaggle' is not one of ['synthetic', 'rsna', 'imagefolder']"),
+        ({"models": {"vgg16": {"cache_features": "yes"}}}, "'yes' is not one of ['auto', True, False]"),
+        ({"data": {"source": "imagefolder"}}, "data.imagefolder_dir is not set"),
     ],
 )
 def test_bad_config_stops_naming_the_key(tmp_path, override, message):
