@@ -114,10 +114,12 @@ def split_loading_rss(workdir: Path) -> list[dict]:
     rows = []
     for trainer, size in (("classifier", 224), ("unet", 256)):
         code = (
-            f"import resource\nfrom pathlib import Path\nSIZE = {size}\n"
+            f"import re\nfrom pathlib import Path\nSIZE = {size}\n"
             f"paths = sorted(Path('{workdir}/results/arrays/{size}px/train').glob('*.npz'))\n"
             + LOADERS[trainer]
-            + "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+            # VmHWM: ru_maxrss would carry over the parent's peak across fork + exec
+            + "peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+            + "print(n, int(peak) / 1024)"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         n, rss = out.stdout.split()[-2:]

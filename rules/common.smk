@@ -9,8 +9,8 @@ from pathlib import Path
 # The package in src/ serves the Snakefile and every job, installed or not.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from pneumoflow import imagefolder, provenance
-from pneumoflow.classifiers import ARCHS, WEIGHTS_URL
+from pneumoflow import provenance
+from pneumoflow.catalog import CLASSIFIERS, WEIGHT_FILES, WEIGHTS_URL
 from pneumoflow.ids import is_plain_id, shard_name, shard_of
 from pneumoflow.jobenv import export_src_path
 from pneumoflow.split import SPLITS
@@ -76,38 +76,48 @@ def get_test_dicoms(wildcards):
     return sorted(str(p) for p in Path(get_test_image_dir()).glob("*.dcm"))
 
 
-@cache
-def _rsna_dicoms_by_shard():
-    """{shard label: [input image paths]} of an RSNA download or ImageFolder, listed once per run."""
+def _list_inputs():
+    """(id, path) of every candidate input image of an RSNA download or an ImageFolder."""
+    if IMAGEFOLDER:
+        from pneumoflow import imagefolder  # OpenCV and pandas: only for this source
+
+        root = Path(get_data_dir())
+        files = imagefolder.list_files(root)
+        return [(imagefolder.image_id(p.relative_to(root)), str(p)) for p in files]
     folder = Path(get_train_image_dir())
-    if not folder.is_dir() and not IMAGEFOLDER:
+    if not folder.is_dir():
         raise ValueError(
             f"data.rsna_dir={config['data']['rsna_dir']!r} has no stage_2_train_images/ folder; "
             "point it at the unpacked RSNA Pneumonia Detection Challenge download"
         )
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    ids = [
+        (e.name.removesuffix(".dcm"), e.path)
+        for e in entries
+        if e.name.endswith(".dcm")
+    ]
+    return [(pid, path) for pid, path in ids if is_plain_id(pid)]
+
+
+@cache
+def _input_files_by_shard():
+    """{shard label: [input image paths]}, listed once per run."""
     shards = {s: [] for s in SHARDS}
-    if IMAGEFOLDER:
-        root = Path(get_data_dir())
-        for path in imagefolder.list_files(root):
-            pid = imagefolder.image_id(path.relative_to(root))
-            shards[shard_name(shard_of(pid, N_SHARDS))].append(str(path))
-        return shards
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        pid = entry.name.removesuffix(".dcm")
-        if entry.name.endswith(".dcm") and is_plain_id(pid):
-            shards[shard_name(shard_of(pid, N_SHARDS))].append(entry.path)
+    for pid, path in _list_inputs():
+        shards[shard_name(shard_of(pid, N_SHARDS))].append(path)
     return shards
 
 
 def get_dicoms(wildcards):
-    """DICOM inputs of a job: the shard's files (all files without a shard wildcard).
+    """Input images of a job (DICOMs, or ImageFolder files): the shard's files (all files
+    without a shard wildcard).
 
-    Listing real files makes a changed DICOM rerun its shard. The synthetic
+    Listing real files makes a changed image rerun its shard. The synthetic
     sample does not exist before the run, so its folder stands in for its files.
     """
     if config["data"]["source"] == "synthetic":
         return get_train_image_dir()
-    by_shard = _rsna_dicoms_by_shard()
+    by_shard = _input_files_by_shard()
     if "shard" in wildcards.keys():
         return by_shard[wildcards.shard]
     return [path for paths in by_shard.values() for path in paths]
@@ -118,7 +128,6 @@ def get_array_sizes():
     return sorted({config["models"][m]["img_size"] for m in enabled_models()})
 
 
-CLASSIFIERS = list(ARCHS)
 ALL_MODELS = ["unet", *CLASSIFIERS]
 
 
@@ -165,7 +174,7 @@ def get_weights(model):
     if path is not None and not Path(path).is_file():
         raise ValueError(
             f"models.{model}.weights={path!r}: file not found. Get torchvision's ImageNet file "
-            f"{ARCHS[model].weights_file} from {WEIGHTS_URL} and copy it there, or set weights: null"
+            f"{WEIGHT_FILES[model]} from {WEIGHTS_URL} and copy it there, or set weights: null"
         )
     return [] if path is None else [path]
 

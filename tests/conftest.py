@@ -26,6 +26,17 @@ def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.Com
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(autouse=True)
+def _restore_mlflow_env():
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ: undo it after each
+    test, or later snakemake runs would inherit a test's (maybe stopped) server."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """Working folder of one whole local run of the tiny config (tests may rerun it, not edit it)."""

@@ -107,22 +107,6 @@ def _resumed_epoch(log: Path) -> int:
     return int(re.search(r"resuming from \S+ at epoch (\d+) of 4", log.read_text()).group(1))
 
 
-def test_kill_9_mid_epoch_resumes_from_the_last_epoch(tmp_path):
-    workdir = tmp_path / "run"
-    args = _training_args(tmp_path)
-    proc = start(workdir, *args)
-    checkpoint = workdir / "results/checkpoints/vgg16/last.pt"
-    wait_for(checkpoint.exists, proc)
-    kill_run(proc)  # during the epoch after the first checkpoint
-    rerun(workdir, *args)
-    resumed = _resumed_epoch(workdir / "logs/train_vgg16.log")
-    assert resumed >= 2  # at most the epoch in progress was redone
-    history = pd.read_csv(workdir / "results/models/vgg16/history.csv")
-    assert list(history.epoch) == [0, 1, 2, 3]
-    assert (workdir / "results/eval/vgg16/metrics.json").exists()
-    assert not checkpoint.exists()  # finished: nothing left to resume
-
-
 def _job_pids(session: int, script: str) -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
@@ -136,17 +120,34 @@ def _job_pids(session: int, script: str) -> list[int]:
     return pids
 
 
-def test_killed_training_job_fails_the_run_and_the_rerun_resumes(tmp_path):
+def test_training_killed_mid_epoch_twice_resumes_each_time(tmp_path):
+    """First the whole run is killed (-9) mid-epoch, then, on the rerun, the training job's own
+    process; each rerun resumes at the epoch that was running."""
     workdir = tmp_path / "run"
     args = _training_args(tmp_path)
+    checkpoint = workdir / "results/checkpoints/vgg16/last.pt"
+    log = workdir / "logs/train_vgg16.log"
+
     proc = start(workdir, *args)
-    wait_for((workdir / "results/checkpoints/vgg16/last.pt").exists, proc)
+    wait_for(checkpoint.exists, proc)
+    kill_run(proc)  # during the epoch after the first checkpoint
+    assert snakemake(workdir, *args, "--unlock").returncode == 0
+
+    first_checkpoint = checkpoint.stat().st_mtime_ns
+    proc = start(workdir, *args)
+    wait_for(lambda: checkpoint.exists() and checkpoint.stat().st_mtime_ns > first_checkpoint, proc)
+    first_resume = _resumed_epoch(log)
+    assert first_resume >= 2  # nothing finished was trained again
     pids = _job_pids(proc.pid, "train_classifier.py")
     assert pids
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     assert proc.wait(timeout=120) != 0  # Snakemake saw the job die
     assert not (workdir / "results/models/vgg16/model.pt").exists()  # nothing that looks finished
+
     rerun(workdir, *args)
-    assert _resumed_epoch(workdir / "logs/train_vgg16.log") >= 2
-    assert list(pd.read_csv(workdir / "results/models/vgg16/history.csv").epoch) == [0, 1, 2, 3]
+    assert _resumed_epoch(log) > first_resume
+    history = pd.read_csv(workdir / "results/models/vgg16/history.csv")
+    assert list(history.epoch) == [0, 1, 2, 3]
+    assert (workdir / "results/eval/vgg16/metrics.json").exists()
+    assert not checkpoint.exists()  # finished: nothing left to resume

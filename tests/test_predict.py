@@ -74,9 +74,10 @@ def test_predict_cli_on_dicom_jpg_and_png(tiny_run, tmp_path):
     assert list(table.patientId) == [d.stem for d in dicoms] + ["as_png", "as_jpg"]
     for column in ("vgg16_probability", "resnet101_probability", "unet_probability"):
         assert table[column].between(0, 1).all(), column
-    # the PNG holds the very pixels the DICOM decodes to, so every model agrees on it
+    # the PNG holds the DICOM's full-size pixels; the DICOM's JPEG frame is decoded at reduced
+    # size (at most 4 grey levels apart, see benchmarks/bench_arrays.py): the models agree closely
     for column in ("vgg16_probability", "resnet101_probability", "unet_probability"):
-        assert table[column][2] == pytest.approx(table[column][0], abs=1e-6)
+        assert table[column][2] == pytest.approx(table[column][0], abs=0.01)
     assert all(s == "" or BOX.match(s) for s in table.PredictionString)
     overlays = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))
     assert overlays == sorted(f"{s}.png" for s in table.patientId)

@@ -19,9 +19,9 @@ import torch
 import torchvision
 from torch import nn
 
-log = logging.getLogger(__name__)
+from pneumoflow.catalog import WEIGHT_FILES, WEIGHTS_URL
 
-WEIGHTS_URL = "https://download.pytorch.org/models/"
+log = logging.getLogger(__name__)
 
 
 class WeightsError(ValueError):
@@ -62,8 +62,8 @@ def _resnet101_head(model: nn.Module) -> None:
 
 
 ARCHS = {
-    "vgg16": Arch(torchvision.models.vgg16, "vgg16-397923af.pth", _vgg16_head, lambda m: m.features),
-    "resnet101": Arch(torchvision.models.resnet101, "resnet101-63fe2227.pth", _resnet101_head, lambda m: m),
+    "vgg16": Arch(torchvision.models.vgg16, WEIGHT_FILES["vgg16"], _vgg16_head, lambda m: m.features),
+    "resnet101": Arch(torchvision.models.resnet101, WEIGHT_FILES["resnet101"], _resnet101_head, lambda m: m),
 }
 
 

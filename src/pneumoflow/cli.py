@@ -68,13 +68,13 @@ def _classifier_sizes(config_path: str) -> dict[str, int]:
     """{classifier: img_size} from the config the models were trained with."""
     import yaml
 
-    from pneumoflow.classifiers import ARCHS
+    from pneumoflow.catalog import CLASSIFIERS
 
     path = Path(config_path)
     if not path.is_file():
         raise ValueError(f"--config {path}: no such file; pass the config the models were trained with")
     models = (yaml.safe_load(path.read_text()) or {}).get("models", {})
-    sizes = {name: (models.get(name) or {}).get("img_size") for name in ARCHS}
+    sizes = {name: (models.get(name) or {}).get("img_size") for name in CLASSIFIERS}
     missing = [name for name, size in sizes.items() if not isinstance(size, int)]
     if missing:
         raise ValueError(f"{path} sets no models.<name>.img_size for {missing}")

@@ -17,11 +17,10 @@ import pandas as pd
 
 from pneumoflow import metrics
 from pneumoflow.atomic import atomic_path, write_bytes
+from pneumoflow.catalog import CLASSIFIERS
 from pneumoflow.images import expand_images, read_grayscale, read_source
 
 log = logging.getLogger(__name__)
-
-CLASSIFIER_NAMES = ("vgg16", "resnet101")
 
 
 @dataclass
@@ -36,11 +35,9 @@ class Models:
         """Every model found under models_dir/<name>/ (as the pipeline writes them)."""
         folder = Path(models_dir)
         models = cls()
-        if (folder / "unet" / "model.keras").is_file():
-            from pneumoflow.unet_inference import load_unet
-
-            models.unet = load_unet(folder / "unet" / "model.keras")
-        for name in CLASSIFIER_NAMES:
+        # PyTorch before TensorFlow: with these wheels the other order crashes the process
+        # (SIGSEGV as soon as torch runs a layer).
+        for name in CLASSIFIERS:
             if (folder / name / "model.pt").is_file():
                 from pneumoflow.classifier_inference import load_classifier
 
@@ -48,6 +45,10 @@ class Models:
                     load_classifier(name, folder / name / "model.pt"),
                     classifier_sizes[name],
                 )
+        if (folder / "unet" / "model.keras").is_file():
+            from pneumoflow.unet_inference import load_unet
+
+            models.unet = load_unet(folder / "unet" / "model.keras")
         if models.unet is None and not models.classifiers:
             raise ValueError(
                 f"no trained model in {folder}: expected unet/model.keras or <vgg16|resnet101>/model.pt "
