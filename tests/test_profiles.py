@@ -55,18 +55,25 @@ QSTAT = {
 }
 
 
+def run_with_fake(tmp_path: Path, command: str, fake_body: str, script: str, *args: str) -> str:
+    """Run a profile script with a fake `command` (shell body) first on PATH; return its stdout."""
+    fake = tmp_path / command
+    fake.write_text(f"#!/bin/sh\n{fake_body}")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    path = REPO / "profiles/cluster-generic" / script
+    return subprocess.run(
+        [path, *args], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [("running", "running"), ("queued", "running"), ("finished ok", "success"),
      ("finished bad", "failed"), ("torque done", "success")],
 )  # fmt: skip
 def test_pbs_status_script(tmp_path, case, expected):
-    fake = tmp_path / "qstat"
-    fake.write_text(f"#!/bin/sh\ncat <<'OUT'\n{QSTAT[case]}OUT\n")
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    status = REPO / "profiles/cluster-generic/status.sh"
-    out = subprocess.run([status, "7.pbs"], env=env, capture_output=True, text=True, check=True).stdout
+    out = run_with_fake(tmp_path, "qstat", f"cat <<'OUT'\n{QSTAT[case]}OUT\n", "status.sh", "7.pbs")
     assert out.strip() == expected
 
 
@@ -75,24 +82,14 @@ def test_pbs_status_script(tmp_path, case, expected):
     [("qstat: Unknown Job Id 7.pbs", "failed"), ("qstat: cannot connect to server", "running")],
 )
 def test_pbs_status_script_when_qstat_fails(tmp_path, message, expected):
-    fake = tmp_path / "qstat"
-    fake.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    status = REPO / "profiles/cluster-generic/status.sh"
-    out = subprocess.run([status, "7.pbs"], env=env, capture_output=True, text=True, check=True).stdout
+    out = run_with_fake(tmp_path, "qstat", f"echo '{message}' >&2\nexit 1\n", "status.sh", "7.pbs")
     assert out.strip() == expected
 
 
 def test_pbs_submit_script_turns_resources_into_qsub_options(tmp_path):
-    fake = tmp_path / "qsub"
-    fake.write_text('#!/bin/sh\necho "$@"\n')
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    submit = REPO / "profiles/cluster-generic/submit.sh"
     args = ["train_unet", "4", "32000", "90", "1", "gpuq", "job.sh"]
-    out = subprocess.run([submit, *args], env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [
+    out = run_with_fake(tmp_path, "qsub", 'echo "$@"\n', "submit.sh", *args)
+    assert out.split() == [
         "-V", "-N", "smk.train_unet", "-q", "gpuq", "-l", "select=1:ncpus=4:mem=32000mb:ngpus=1",
         "-l", "walltime=01:30:00", "-j", "oe", "-o", "logs/cluster/", "job.sh",
     ]  # fmt: skip
