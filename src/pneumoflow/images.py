@@ -30,10 +30,14 @@ def is_dicom(path: Path) -> bool:
 
 class Source(NamedTuple):
     """An input image as the arrays stage sees it: encoded bytes (a DICOM's are the JPG that
-    dicom_to_jpg writes) and the full-size (rows, cols)."""
+    dicom_to_jpg writes) and their full-size decode, (H, W) uint8."""
 
     data: bytes
-    shape: tuple[int, int]
+    image: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape
 
     def resized(self, size: int) -> np.ndarray:
         """(size, size) uint8, exactly as the arrays stage makes it."""
@@ -53,20 +57,15 @@ def read_source(path: str | Path) -> Source:
             data = path.read_bytes()
     except ValueError as exc:  # DicomError is a ValueError
         raise ValueError(f"{path}: {exc}") from exc
-    image = decode(data)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise ValueError(f"{path}: not a DICOM, JPG or PNG image that can be decoded")
-    return Source(data, image.shape)
-
-
-def decode(data: bytes) -> np.ndarray | None:
-    """(H, W) uint8 grayscale of encoded image bytes, None when they cannot be decoded."""
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    return Source(data, image)
 
 
 def read_grayscale(path: str | Path) -> np.ndarray:
     """(H, W) uint8 grayscale of a DICOM, JPG or PNG; ValueError naming the file if unusable."""
-    return decode(read_source(path).data)
+    return read_source(path).image
 
 
 def expand_images(items: Sequence[str | Path]) -> list[Path]:
