@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +26,12 @@ def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.Com
     """Run snakemake from the repository (so profiles/default applies) in `workdir`."""
     cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def pytest_report_header(config) -> str:
+    """Free space where the tests write: a full run peaks near 6 GB (VGG16 weights are 0.5 GB)."""
+    where = config.option.basetemp or tempfile.gettempdir()
+    return f"free disk at {where}: {shutil.disk_usage(where).free / 2**30:.1f} GiB"
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import re
@@ -199,7 +200,8 @@ def tiny_disk(tmp_path):
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
     yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    # lazy: a file a test leaked open must not fail the teardown
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 def test_disk_full_during_a_shard_leaves_no_partial_output(tiny_disk, tmp_path):
@@ -216,6 +218,25 @@ def test_disk_full_during_a_shard_leaves_no_partial_output(tiny_disk, tmp_path):
     out = tmp_path / "jpg" / "00"  # with room, the same call completes
     convert_shard(manifest, 0, images, out, tmp_path / "00.tsv")
     assert len(list(out.glob("*.jpg"))) == 12
+
+
+def test_disk_full_during_a_training_checkpoint_names_the_file(tiny_disk, tmp_path):
+    """torch.save on a full disk raises an opaque RuntimeError; the user gets ENOSPC and the path."""
+    from conftest import RecordingRun
+
+    from pneumoflow.train_classifier import ClassifierConfig, fit
+
+    rng = np.random.default_rng(0)
+    split = (rng.integers(0, 255, (8, 32, 32), dtype=np.uint8), np.arange(8, dtype=np.uint8) % 2)
+    cfg = ClassifierConfig("resnet101", img_size=32, epochs=1, batch_size=8)  # 170 MB of weights
+    with pytest.raises(OSError, match=f"No space left on device writing {tiny_disk}/") as caught:
+        fit(cfg, split, split, model_out=tmp_path / "m.pt", checkpoint=tiny_disk / "ck.pt",
+            run=RecordingRun(), fingerprint="fp")  # fmt: skip
+    assert isinstance(caught.value.__cause__, RuntimeError)  # what torch itself raised
+    assert list(tiny_disk.iterdir()) == []  # no partial checkpoint left behind
+    del caught  # its traceback holds torch's writer, whose open file would keep the tmpfs busy
+    gc.collect()
+    assert not (tmp_path / "m.pt").exists()
 
 
 # --- the MLflow server dies mid-training ------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -9,12 +10,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# A write that failed with less than this left on its disk failed for want of space.
+DISK_FULL_BYTES = 16 * 2**20
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds.
 
     An interrupted or failed write leaves no file at `path` that looks finished.
+    A write that failed because the disk is full raises OSError(ENOSPC) naming `path`,
+    whatever the writer raised (torch.save reports it as an opaque RuntimeError).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,6 +30,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
+    except Exception as exc:
+        free = shutil.disk_usage(path.parent).free  # measured before the partial file goes
+        Path(tmp).unlink(missing_ok=True)
+        if free < DISK_FULL_BYTES and getattr(exc, "errno", None) != errno.ENOSPC:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device writing {path} ({free // 1024} kB free): free some space "
+                f"and rerun; finished files are kept ({type(exc).__name__}: {str(exc)[:200]})",
+            ) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
