@@ -94,37 +94,46 @@ def max_rss(workdir: Path) -> list[dict]:
     ]
 
 
+# (imports, one pass over the training split) as each trainer reads it
 LOADERS = {
-    # the classifiers hold their split in memory (images + labels)
-    "classifier": """
-from pneumoflow.arrays import load_arrays
-data = load_arrays(paths, keys=("images", "labels"))
-n = len(data["labels"])
-""",
-    # the U-Net streams its shards through tf.data: one pass over the training split
-    "unet": """
-from pneumoflow.train_unet import UnetConfig, make_dataset
-n = sum(len(x) for x, _ in make_dataset([str(p) for p in paths], UnetConfig(img_size=SIZE), training=True))
-""",
+    # the classifiers read their split's images from the shards as batches ask: one shuffled pass
+    "classifier": (
+        "from torch.utils.data import DataLoader\n"
+        "from pneumoflow.torchdata import ArrayDataset\n"
+        "from pneumoflow.train_classifier import load_split\n",
+        "images, labels = load_split(paths, 'train')\n"
+        "n = sum(len(y) for _, y in DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True))\n",
+    ),
+    # the U-Net streams its shards through tf.data
+    "unet": (
+        "from pneumoflow.train_unet import UnetConfig, make_dataset\n",
+        "cfg = UnetConfig(img_size=SIZE)\n"
+        "n = sum(len(x) for x, _ in make_dataset([str(p) for p in paths], cfg, training=True))\n",
+    ),
 }
+# VmHWM: ru_maxrss would carry over the parent's peak across fork + exec
+PEAK = "int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024"
 
 
 def split_loading_rss(workdir: Path) -> list[dict]:
-    """Peak RSS of reading the training split as each trainer does, in a fresh process."""
+    """Peak RSS of reading the training split as each trainer does, in a fresh process, and
+    the part of it that importing the trainer's libraries takes."""
     rows = []
     for trainer, size in (("classifier", 224), ("unet", 256)):
+        imports, load = LOADERS[trainer]
         code = (
             f"import re\nfrom pathlib import Path\nSIZE = {size}\n"
             f"paths = sorted(Path('{workdir}/results/arrays/{size}px/train').glob('*.npz'))\n"
-            + LOADERS[trainer]
-            # VmHWM: ru_maxrss would carry over the parent's peak across fork + exec
-            + "peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
-            + "print(n, int(peak) / 1024)"
+            f"{imports}imported = {PEAK}\n{load}print(n, imported, {PEAK})"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        n, rss = out.stdout.split()[-2:]
+        n, imported, peak = out.stdout.split()[-3:]
         rows.append(
-            {"what": f"read train split for {trainer} ({n} images, {size} px)", "peak_rss_mb": float(rss)}
+            {
+                "what": f"read train split for {trainer} ({n} images, {size} px)",
+                "peak_rss_mb": float(peak),
+                "after_imports_mb": float(imported),
+            }
         )
     return rows
 

@@ -33,21 +33,33 @@ def augmentation(hflip: bool, rotate_degrees: float, scale: float) -> v2.Transfo
     return v2.Compose(steps) if steps else None
 
 
-class ArrayDataset(Dataset):
-    """Items (image (1, S, S) uint8, label int64) from in-memory arrays."""
+class RowDataset(Dataset):
+    """Items (row as stored, label int64) from `rows`, indexable by row: an array, or
+    diskrows.DiskRows, which reads each row from disk when asked (cached backbone features)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: v2.Transform | None = None):
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = torch.from_numpy(images).unsqueeze(1)
+    def __init__(self, rows, labels: np.ndarray):
+        if len(rows) != len(labels):
+            raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
+        self.rows = rows
         self.labels = torch.from_numpy(labels.astype(np.int64))
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
+        return torch.from_numpy(np.asarray(self.rows[index])), self.labels[index]
+
+
+class ArrayDataset(RowDataset):
+    """Items (image (1, S, S) uint8, label int64) from (S, S) uint8 rows, augmented by `transform`."""
+
+    def __init__(self, images, labels: np.ndarray, transform: v2.Transform | None = None):
+        super().__init__(images, labels)
+        self.transform = transform
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = super().__getitem__(index)
+        image = image.unsqueeze(0)
         if self.transform is not None:
             image = self.transform(image)
-        return image, self.labels[index]
+        return image, label

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from pneumoflow import arrays, classifiers, plots, torchdata, tracking
 from pneumoflow.atomic import atomic_path
+from pneumoflow.diskrows import DiskRows, save_rows
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,13 @@ class ClassifierConfig:
         return cls(name=name, **values, **section.get("augment", {}))
 
 
-def load_split(npz_paths: list[str | Path], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, S, S) uint8, labels (N,) uint8) of one split; clear error when empty."""
-    data = arrays.load_arrays(npz_paths, keys=("images", "labels"))
-    if len(data["labels"]) == 0:
+def load_split(npz_paths: list[str | Path], name: str) -> tuple[DiskRows, np.ndarray]:
+    """(images: N rows of (S, S) uint8, read from the .npz files as needed; labels (N,) uint8)
+    of one split; clear error when empty. Memory: the labels, not the images."""
+    labels = arrays.load_arrays(npz_paths, keys=("labels",))["labels"]
+    if len(labels) == 0:
         raise ValueError(f"the {name} split has no images; add data or change split fractions")
-    return data["images"], data["labels"]
+    return DiskRows([(path, "images") for path in npz_paths]), labels
 
 
 def images_to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -84,14 +86,19 @@ def uses_feature_cache(cfg: ClassifierConfig) -> bool:
 
 
 @torch.inference_mode()
-def compute_features(backbone: nn.Module, images: np.ndarray, device, batch_size: int) -> torch.Tensor:
-    """(N, D) float32 CPU features of (N, S, S) uint8 images through the frozen backbone."""
+def compute_features(backbone: nn.Module, images, device, batch_size: int, out: Path) -> DiskRows:
+    """The (D,) float32 features of each (S, S) uint8 image through the frozen backbone, written
+    to the .npy file `out` batch by batch (VGG16's are 100 kB per image at 224 px)."""
     backbone.eval()
-    parts = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1)
-        parts.append(backbone(images_to_input(batch, device)).float().cpu())
-    return torch.cat(parts)
+
+    def batches():
+        for start in range(0, len(images), batch_size):
+            batch = np.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
+            yield (
+                backbone(images_to_input(torch.from_numpy(batch).unsqueeze(1), device)).float().cpu().numpy()
+            )
+
+    return save_rows(out, batches(), len(images))
 
 
 def train_one_epoch(
@@ -150,19 +157,25 @@ def _loaders(cfg: ClassifierConfig, train, val, threads: int) -> tuple[DataLoade
     return train_loader, val_loader
 
 
-def _feature_loaders(cfg: ClassifierConfig, backbone, train, val, device) -> tuple[DataLoader, DataLoader]:
-    """Loaders of cached backbone features, batched and shuffled exactly as _loaders batches images."""
+def _feature_loaders(
+    cfg: ClassifierConfig, backbone, train, val, device, files: tuple[Path, Path]
+) -> tuple[DataLoader, DataLoader]:
+    """Loaders of cached backbone features (kept in `files`), batched and shuffled exactly as
+    _loaders batches images."""
     started = time.perf_counter()
-    feats = [compute_features(backbone, images, device, cfg.batch_size) for images, _ in (train, val)]
+    feats = [
+        compute_features(backbone, images, device, cfg.batch_size, out)
+        for (images, _), out in zip((train, val), files, strict=True)
+    ]
     log.info(
-        "cached %s backbone features %s in %.1fs",
+        "cached %s backbone features (%d, %s) in %.1fs",
         cfg.name,
-        tuple(feats[0].shape),
+        len(feats[0]),
+        feats[0].row_shape,
         time.perf_counter() - started,
     )
     generator = torch.Generator().manual_seed(cfg.seed)
-    labels = [torch.from_numpy(y.astype(np.int64)) for _, y in (train, val)]
-    train_set, val_set = (TensorDataset(f, y) for f, y in zip(feats, labels, strict=True))
+    train_set, val_set = (torchdata.RowDataset(f, y) for f, (_, y) in zip(feats, (train, val), strict=True))
     return (
         DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator),
         DataLoader(val_set, batch_size=cfg.batch_size),
@@ -217,51 +230,62 @@ def fit(
         else:
             log.info("ignoring checkpoint %s: it belongs to other settings or data", checkpoint)
     net, prepare = model, images_to_input
+    feature_files = tuple(
+        checkpoint.with_name(f"features-{s}-{checkpoint.stem}.npy") for s in ("train", "val")
+    )
     if uses_feature_cache(cfg) and start < cfg.epochs:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
         backbone, net = classifiers.split_backbone(cfg.name, model)
-        train_loader, val_loader = _feature_loaders(cfg, backbone, train, val, device)
+        train_loader, val_loader = _feature_loaders(cfg, backbone, train, val, device, feature_files)
         prepare = features_to_input
     else:
         train_loader, val_loader = _loaders(cfg, train, val, threads)
-    for epoch in range(start, cfg.epochs):
-        started = time.perf_counter()
-        train_loss, train_acc = train_one_epoch(
-            net, train_loader, criterion, optimizer, device, scaler, cfg, prepare
-        )
-        val_loss, val_acc, _ = evaluate(net, val_loader, criterion, device, prepare)
-        scheduler.step()
-        row = dict(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_acc=train_acc,
-            val_loss=val_loss,
-            val_acc=val_acc,
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=time.perf_counter() - started,
-        )
-        history.append(row)
-        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        log.info(
-            "epoch %d/%d %s", epoch + 1, cfg.epochs, {k: round(v, 4) for k, v in row.items() if k != "epoch"}
-        )
-        if val_acc > best_acc:
-            best_acc = val_acc
-            with atomic_path(best_weights(checkpoint)) as tmp:
-                torch.save(changing_state(model, pretrained), tmp)
-        with atomic_path(checkpoint) as tmp:
-            torch.save(
-                {
-                    "model": changing_state(model, pretrained),
-                    "optimizer": optimizer.state_dict(),
-                    "lr_scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "best_val_acc": best_acc,
-                    "fingerprint": fingerprint,
-                    "config": dataclasses.asdict(cfg),
-                },
-                tmp,
+    try:
+        for epoch in range(start, cfg.epochs):
+            started = time.perf_counter()
+            train_loss, train_acc = train_one_epoch(
+                net, train_loader, criterion, optimizer, device, scaler, cfg, prepare
             )
+            val_loss, val_acc, _ = evaluate(net, val_loader, criterion, device, prepare)
+            scheduler.step()
+            row = dict(
+                epoch=epoch,
+                train_loss=train_loss,
+                train_acc=train_acc,
+                val_loss=val_loss,
+                val_acc=val_acc,
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=time.perf_counter() - started,
+            )
+            history.append(row)
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            log.info(
+                "epoch %d/%d %s",
+                epoch + 1,
+                cfg.epochs,
+                {k: round(v, 4) for k, v in row.items() if k != "epoch"},
+            )
+            if val_acc > best_acc:
+                best_acc = val_acc
+                with atomic_path(best_weights(checkpoint)) as tmp:
+                    torch.save(changing_state(model, pretrained), tmp)
+            with atomic_path(checkpoint) as tmp:
+                torch.save(
+                    {
+                        "model": changing_state(model, pretrained),
+                        "optimizer": optimizer.state_dict(),
+                        "lr_scheduler": scheduler.state_dict(),
+                        "epoch": epoch,
+                        "history": history,
+                        "best_val_acc": best_acc,
+                        "fingerprint": fingerprint,
+                        "config": dataclasses.asdict(cfg),
+                    },
+                    tmp,
+                )
+    finally:  # the feature cache is only good for this job
+        for path in feature_files:
+            path.unlink(missing_ok=True)
     # the best weights live beside the checkpoint, so a job killed after its last epoch
     # (its outputs deleted by Snakemake) still has them on the rerun; model_out is complete
     best = torch.load(best_weights(checkpoint), map_location="cpu", weights_only=True)
