@@ -21,6 +21,7 @@ import numpy as np
 
 from pneumoflow import qc
 from pneumoflow.atomic import atomic_path
+from pneumoflow.diskrows import read_npy_header
 from pneumoflow.tables import read_manifest
 
 log = logging.getLogger(__name__)
@@ -106,17 +107,9 @@ def _npy_header(npz: str | Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
     """
     try:
         with zipfile.ZipFile(npz) as archive, archive.open(f"{key}.npy") as f:
-            version = np.lib.format.read_magic(f)
-            header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = header(f)
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            shape, _, dtype = read_npy_header(f, f"{npz}: {key}")
+    except (zipfile.BadZipFile, KeyError) as exc:
         raise ValueError(f"{npz} is not an arrays file made by the arrays stage ({exc}); rebuild it") from exc
-    if dtype.hasobject:
-        raise ValueError(f"{npz}: {key} holds pickled Python objects, which are never loaded; rebuild it")
     return shape, dtype
 
 

@@ -19,15 +19,26 @@ import numpy as np
 LOCAL_HEADER = struct.Struct("<4s22xHH")  # zip local file header: signature ... name len, extra len
 
 
+def read_npy_header(f, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the .npy whose header starts at f's position; refuses
+    pickled objects (`where` names the file in the error)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+    except ValueError as exc:
+        raise ValueError(f"{where} is not a .npy array ({exc}); rebuild it") from exc
+    if dtype.hasobject:
+        raise ValueError(f"{where} holds pickled Python objects, which are never loaded; rebuild it")
+    return shape, fortran, dtype
+
+
 def _npy_layout(f, where: str) -> tuple[int, tuple[int, ...], np.dtype]:
     """(data offset, shape, dtype) of the .npy whose header starts at f's position."""
-    version = np.lib.format.read_magic(f)
-    read_header = (
-        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    )
-    shape, fortran, dtype = read_header(f)
-    if dtype.hasobject or fortran or not shape:
-        raise ValueError(f"{where}: not a plain C-ordered array of rows; rebuild it")
+    shape, fortran, dtype = read_npy_header(f, where)
+    if fortran or not shape:
+        raise ValueError(f"{where}: not a C-ordered array of rows; rebuild it")
     return f.tell(), shape, dtype
 
 
