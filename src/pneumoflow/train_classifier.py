@@ -236,14 +236,14 @@ def fit(
     feature_files = tuple(
         checkpoint.with_name(f"features-{s}-{checkpoint.stem}.npy") for s in ("train", "val")
     )
-    if uses_feature_cache(cfg) and start < cfg.epochs:
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        backbone, net = classifiers.split_backbone(cfg.name, model)
-        train_loader, val_loader = _feature_loaders(cfg, backbone, train, val, device, feature_files)
-        prepare = features_to_input
-    else:
-        train_loader, val_loader = _loaders(cfg, train, val, threads)
     try:
+        if uses_feature_cache(cfg) and start < cfg.epochs:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            backbone, net = classifiers.split_backbone(cfg.name, model)
+            train_loader, val_loader = _feature_loaders(cfg, backbone, train, val, device, feature_files)
+            prepare = features_to_input
+        else:
+            train_loader, val_loader = _loaders(cfg, train, val, threads)
         for epoch in range(start, cfg.epochs):
             started = time.perf_counter()
             train_loss, train_acc = train_one_epoch(
