@@ -14,6 +14,7 @@ from pneumoflow.metrics import (
     overlap,
     parse_prediction_string,
     rsna_score,
+    two_class_mean_iou,
 )
 
 
@@ -123,9 +124,44 @@ def test_overlap_edge_cases():
     m = overlap(pred, true)
     assert m["dice"] == pytest.approx(2 / 3) and m["iou"] == pytest.approx(1 / 2)
     assert m["mean_dice_positive"] == pytest.approx(2 / 3) and m["empty_rate_negative"] == 1.0
+    # background: predicted 7 px, true 6 px, 6 shared -> 6/7; opacity 1/2
+    assert m["mean_iou_2class"] == pytest.approx((6 / 7 + 1 / 2) / 2)
     empty = np.zeros((1, 3, 3), bool)
     assert overlap(empty, empty)["dice"] == 1.0 and overlap(empty, empty)["iou"] == 1.0
     assert overlap(~empty, empty)["dice"] == 0.0 and overlap(~empty, empty)["empty_rate_negative"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "pred, true, expected",
+    [
+        # (1, 2, 2): opacity 1 shared of 2 -> 1/2; background 2 shared of 3 -> 2/3
+        ([[[1, 0], [0, 0]]], [[[1, 1], [0, 0]]], (1 / 2 + 2 / 3) / 2),
+        # (1, 2, 2): both empty: only background is present, and it matches
+        ([[[0, 0], [0, 0]]], [[[0, 0], [0, 0]]], 1.0),
+        # (1, 2, 2): all opacity predicted on an empty truth: both classes 0
+        ([[[1, 1], [1, 1]]], [[[0, 0], [0, 0]]], 0.0),
+        # (2, 1, 3): pooled over images: opacity 1 shared of 3 -> 1/3; background 3 shared of 5 -> 3/5
+        ([[[1, 1, 0]], [[0, 0, 0]]], [[[0, 1, 0]], [[0, 0, 1]]], (1 / 3 + 3 / 5) / 2),
+    ],
+)
+def test_two_class_mean_iou_hand_worked(pred, true, expected):
+    assert two_class_mean_iou(np.array(pred, bool), np.array(true, bool)) == pytest.approx(expected)
+
+
+def test_two_class_mean_iou_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="one shape"):
+        two_class_mean_iou(np.zeros((1, 2, 2), bool), np.zeros((1, 2, 3), bool))
+
+
+def test_two_class_mean_iou_matches_keras_mean_iou():
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(1)
+    # (3, 16, 16): sparse opacities, as in chest X-rays, so the two classes differ a lot
+    true = rng.random((3, 16, 16)) < 0.1
+    pred = true ^ (rng.random((3, 16, 16)) < 0.05)
+    metric = keras.metrics.MeanIoU(num_classes=2)
+    metric.update_state(true.astype("int32").ravel(), pred.astype("int32").ravel())
+    assert two_class_mean_iou(pred, true) == pytest.approx(float(metric.result()), abs=1e-6)
 
 
 def test_boxes_from_mask_components_and_scale():
