@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from pneumoflow import provenance
-from pneumoflow.catalog import CLASSIFIERS, WEIGHT_FILES, WEIGHTS_URL
+from pneumoflow.catalog import CLASSIFIERS, imagenet_name, weights_file
 from pneumoflow.ids import is_plain_id, shard_name, shard_of
 from pneumoflow.jobenv import export_src_path
 from pneumoflow.split import SPLITS
@@ -128,7 +128,7 @@ def get_array_sizes():
     return sorted({config["models"][m]["img_size"] for m in enabled_models()})
 
 
-ALL_MODELS = ["unet", *CLASSIFIERS]
+ALL_MODELS = ["unet", *CLASSIFIERS, "baseline"]
 
 
 def skipped_models():
@@ -169,31 +169,75 @@ def get_training_settings(model):
 
 
 def get_weights(model):
-    """The configured weight file as an input ([] when training from scratch)."""
-    path = config["models"][model]["weights"]
-    if path is not None and not Path(path).is_file():
+    """The configured weight file as an input ([] without pretrained weights).
+
+    imagenet (or a torchvision enum name) is torchvision's file in torch's hub cache: when it is
+    missing, it is downloaded now, before any job starts, as torchvision would; offline, the run
+    stops here saying which file, folder and URL.
+    """
+    weights = config["models"][model]["weights"]
+    path = weights_file(model, weights)
+    if path is None or not config["models"][model]["enabled"]:
+        return []
+    if not path.is_file() and imagenet_name(model, weights) is not None:
+        from pneumoflow.classifiers import ensure_weights  # torch: only when a download is due
+
+        ensure_weights(model, weights)
+    if not path.is_file():
         raise ValueError(
-            f"models.{model}.weights={path!r}: file not found. Get torchvision's ImageNet file "
-            f"{WEIGHT_FILES[model]} from {WEIGHTS_URL} and copy it there, or set weights: null"
+            f"models.{model}.weights={weights!r}: file not found. Set weights: imagenet "
+            f"(torchvision's file through torch's hub cache), a torchvision state dict, or null"
         )
-    return [] if path is None else [path]
+    return [str(path)]
+
+
+MODEL_FILES = {"unet": "model.keras", "baseline": "model.json"}
 
 
 def model_file(model):
-    return f"{RESULTS}/models/{model}/" + (
-        "model.keras" if model == "unet" else "model.pt"
-    )
+    return f"{RESULTS}/models/{model}/" + MODEL_FILES.get(model, "model.pt")
+
+
+def get_gate_classifier():
+    """The classifier whose probability gates the U-Net's boxes (postprocess.gate_with), or
+    None when it is off or that classifier is not trained in this run."""
+    gate = config["postprocess"]["gate_with"]
+    return gate if gate in enabled_models() else None
+
+
+def get_postprocess_inputs(wildcards):
+    inputs = {
+        "model": model_file("unet"),
+        "run_id": f"{RESULTS}/models/unet/mlflow_run_id.txt",
+        "val": get_arrays("unet", "val"),
+        "manifest": rules.manifest.output.manifest,
+        "boxes": rules.manifest.output.boxes,
+    }
+    if get_gate_classifier():
+        inputs["gate"] = f"{RESULTS}/models/{get_gate_classifier()}/val_predictions.csv"
+    return inputs
+
+
+def get_submission_gate(wildcards):
+    gate = get_gate_classifier()
+    return {"gate_model": model_file(gate)} if gate else {}
 
 
 def get_evaluation_inputs(wildcards):
     model = wildcards.model
-    return {
+    inputs = {
         "model": model_file(model),
         "run_id": f"{RESULTS}/models/{model}/mlflow_run_id.txt",
         "test": get_arrays(model, "test"),
         "manifest": rules.manifest.output.manifest,
         "boxes": rules.manifest.output.boxes,
     }
+    if model == "unet":
+        inputs["postprocess"] = f"{RESULTS}/models/unet/postprocess.json"
+        if get_gate_classifier():
+            gate = get_gate_classifier()
+            inputs["gate"] = f"{RESULTS}/eval/{gate}/predictions.csv"
+    return inputs
 
 
 def get_evaluation_env(wildcards):
@@ -211,7 +255,9 @@ def get_report_inputs(wildcards):
         inputs[f"{model}_metrics"] = f"{RESULTS}/eval/{model}/metrics.json"
         inputs[f"{model}_roc"] = f"{RESULTS}/eval/{model}/roc.csv"
         inputs[f"{model}_run_id"] = f"{RESULTS}/models/{model}/mlflow_run_id.txt"
-        curves = ["loss.png", "dice.png"] if model == "unet" else ["curves.png"]
+        curves = {"unet": ["loss.png", "dice.png"], "baseline": []}.get(
+            model, ["curves.png"]
+        )
         inputs[f"{model}_figures"] = [
             f"{RESULTS}/models/{model}/{c}" for c in curves
         ] + [f"{RESULTS}/eval/{model}/samples.png"]

@@ -36,6 +36,25 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+rule postprocess:
+    input:
+        unpack(get_postprocess_inputs),
+    output:
+        settings=f"{RESULTS}/models/unet/postprocess.json",
+        sweep=f"{RESULTS}/models/unet/postprocess_sweep.csv",
+    log:
+        "logs/postprocess.log",
+    conda:
+        "../envs/tensorflow.yaml"
+    resources:
+        mem_mb=4000,
+    params:
+        mlflow=canonical(config["mlflow"]),
+        gate_with=get_gate_classifier(),
+    script:
+        "../scripts/postprocess.py"
+
+
 rule report:
     input:
         unpack(get_report_inputs),
@@ -59,7 +78,9 @@ rule report:
 
 rule submission:
     input:
+        unpack(get_submission_gate),
         model=model_file("unet"),
+        postprocess=f"{RESULTS}/models/unet/postprocess.json",
         images=get_test_dicoms,
     output:
         f"{RESULTS}/submission.csv",
@@ -71,6 +92,6 @@ rule submission:
         mem_mb=6000,
     params:
         image_dir=get_test_image_dir(),
-        threshold=config["evaluate"]["threshold"],
+        gate_with=get_gate_classifier(),
     script:
         "../scripts/submission.py"

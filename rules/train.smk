@@ -20,6 +20,7 @@ for model in CLASSIFIERS:
                 category="Training",
                 subcategory=model,
             ),
+            val_predictions=f"{RESULTS}/models/{model}/val_predictions.csv",
             run_id=f"{RESULTS}/models/{model}/mlflow_run_id.txt",
         log:
             f"logs/train_{model}.log",
@@ -82,3 +83,27 @@ rule train_unet:
         backup_dir=f"{RESULTS}/checkpoints/unet",
     script:
         "../scripts/train_unet.py"
+
+
+rule train_baseline:
+    input:
+        manifest=rules.manifest.output.manifest,
+        train=get_arrays("baseline", "train"),
+        val=get_arrays("baseline", "val"),
+    output:
+        model=f"{RESULTS}/models/baseline/model.json",
+        val_predictions=f"{RESULTS}/models/baseline/val_predictions.csv",
+        run_id=f"{RESULTS}/models/baseline/mlflow_run_id.txt",
+    log:
+        "logs/train_baseline.log",
+    conda:
+        "../envs/torch.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        settings=get_training_settings("baseline"),
+        mlflow=canonical(config["mlflow"]),
+        split_seed=config["split"]["seed"],
+        data_source=config["data"]["source"],
+    script:
+        "../scripts/train_baseline.py"

@@ -17,4 +17,6 @@ run_stage(
     out_dir=str(Path(snakemake.output.metrics).parent),
     mlflow_section=json.loads(snakemake.params.mlflow),
     threshold=snakemake.params.threshold,
+    postprocess_json=snakemake.input.get("postprocess"),
+    gate_predictions=snakemake.input.get("gate"),
 )

@@ -5,5 +5,10 @@ to_file(snakemake.log[0])
 from pneumoflow.submission import write_submission
 
 write_submission(
-    snakemake.params.image_dir, snakemake.input.model, snakemake.output[0], snakemake.params.threshold
+    snakemake.params.image_dir,
+    snakemake.input.model,
+    snakemake.output[0],
+    postprocess_json=snakemake.input.postprocess,
+    gate_with=snakemake.params.gate_with,
+    gate_model=snakemake.input.get("gate_model"),
 )

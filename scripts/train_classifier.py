@@ -16,6 +16,7 @@ run_stage(
     model_out=snakemake.output.model,
     history_out=snakemake.output.history,
     curves_out=snakemake.output.curves,
+    val_predictions_out=snakemake.output.val_predictions,
     run_id_out=snakemake.output.run_id,
     checkpoint=snakemake.params.checkpoint,
     mlflow_section=json.loads(snakemake.params.mlflow),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,17 @@ import torch
 from pneumoflow import classifiers, torchdata
 
 
-def load_classifier(name: str, path: str | Path) -> torch.nn.Module:
-    """A classifier from its saved state dict, in eval mode on the CPU (weights_only: no pickles)."""
-    model, _ = classifiers.build_classifier(name, None)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
+def load_classifier(name: str, path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """(the classifier in eval mode on the CPU, what was saved with it: head, img_size, threshold,
+    threshold_rule) from a model.pt that train_classifier.save_model wrote (weights_only: no pickles)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise ValueError(f"{path} is not a pneumoflow classifier (model.pt of train_{name}); retrain it")
+    if saved["arch"] != name:
+        raise ValueError(f"{path} holds a {saved['arch']} classifier, not {name}")
+    model, _ = classifiers.build_classifier(name, None, head=saved["head"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
 
 
 def classifier_probs(model: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -25,3 +32,15 @@ def classifier_probs(model: torch.nn.Module, images: np.ndarray, batch_size: int
             batch = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1)
             probs.append(model(torchdata.to_model_input(batch)).softmax(1)[:, 1].numpy())
     return np.concatenate(probs) if probs else np.zeros(0, np.float32)
+
+
+def load_scorer(name: str, path: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+    """(images (N, S, S) uint8 -> pneumonia probabilities (N,) float32, what was saved with the
+    model: img_size, threshold, threshold_rule, description) for a classifier or the baseline."""
+    if name == "baseline":
+        from pneumoflow import baseline
+
+        model = baseline.load(path)
+        return (lambda images: baseline.probabilities(model, images)), model
+    model, saved = load_classifier(name, path)
+    return (lambda images: classifier_probs(model, images)), saved

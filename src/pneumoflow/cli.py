@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from pneumoflow import __version__
 
@@ -64,29 +63,10 @@ def _score(args: argparse.Namespace) -> None:
     print(f"RSNA score {score:.4f} over {n} images")
 
 
-def _classifier_sizes(config_path: str) -> dict[str, int]:
-    """{classifier: img_size} from the config the models were trained with."""
-    import yaml
-
-    from pneumoflow.catalog import CLASSIFIERS
-
-    path = Path(config_path)
-    if not path.is_file():
-        raise ValueError(f"--config {path}: no such file; pass the config the models were trained with")
-    models = (yaml.safe_load(path.read_text()) or {}).get("models", {})
-    sizes = {name: (models.get(name) or {}).get("img_size") for name in CLASSIFIERS}
-    missing = [name for name, size in sizes.items() if not isinstance(size, int)]
-    if missing:
-        raise ValueError(f"{path} sets no models.<name>.img_size for {missing}")
-    return sizes
-
-
 def _predict(args: argparse.Namespace) -> None:
     from pneumoflow.predict import run_predict
 
-    table = run_predict(
-        args.images, args.models, args.out, _classifier_sizes(args.config), args.threshold, args.overlays
-    )
+    table = run_predict(args.images, args.models, args.out, args.overlays)
     print(f"{len(table)} images -> {args.out}")
 
 
@@ -148,8 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="results/models", help="folder of the trained models")
     p.add_argument("--out", default="predictions.csv", help="CSV, one row per image")
     p.add_argument("--overlays", default=None, help="folder for one PNG per image with boxes drawn")
-    p.add_argument("--threshold", type=float, default=0.5, help="U-Net probability for a box pixel")
-    p.add_argument("--config", default="config.yaml", help="config the models were trained with (img sizes)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("score", help="RSNA competition score of a Kaggle-format submission")

@@ -32,18 +32,33 @@ def truth_boxes(boxes_tsv: str | Path, patient_ids) -> dict[str, list[metrics.Bo
     return {pid: grouped.get(pid, []) for pid in patient_ids}
 
 
-def unet_metrics(prob, masks, labels, patient_ids, manifest, truths, threshold: float):
-    """(metrics dict, {patientId: scored boxes in the original frame})."""
+def unet_metrics(prob, masks, labels, patient_ids, manifest, truths, threshold: float, pp, gate_probs=None):
+    """(metrics dict, {patientId: post-processed scored boxes in the original frame}, image scores).
+
+    Pixel metrics and rsna_score_raw use `threshold` as is; rsna_score and
+    empty_rate_negative_postprocessed use the PostProcess `pp` tuned on val (gated on the
+    classifier's test probabilities `gate_probs` (N,) when it has a gate).
+    """
+    from pneumoflow import postprocess
+
     frame = manifest.set_index("patientId")
-    preds = {}
-    for pid, p in zip(patient_ids, prob, strict=True):
-        preds[pid] = metrics.boxes_in_frame(p, threshold, frame.rows[pid], frame.cols[pid])
+    raw, post = {}, {}
+    for i, (pid, p) in enumerate(zip(patient_ids, prob, strict=True)):
+        rows, cols = frame.rows[pid], frame.cols[pid]
+        raw[pid] = metrics.boxes_in_frame(p, threshold, rows, cols)
+        gate = None if gate_probs is None or pp.gate is None else float(gate_probs[i])
+        post[pid] = postprocess.boxes(p, rows, cols, pp, gate)
     image_score = prob.reshape(len(prob), -1).max(axis=1)
     result = metrics.overlap(prob > threshold, masks > 0)
-    result["rsna_score"] = metrics.rsna_score(preds, truths)
-    cls = metrics.classification(labels, image_score)
+    result["rsna_score_raw"] = metrics.rsna_score(raw, truths)
+    result["rsna_score"] = metrics.rsna_score(post, truths)
+    negatives = [pid for pid, label in zip(patient_ids, labels, strict=True) if label == 0]
+    if negatives:
+        result["empty_rate_negative_postprocessed"] = float(np.mean([not post[pid] for pid in negatives]))
+    cls = metrics.classification(labels, image_score, threshold)
     result.update({"image_roc_auc": cls["roc_auc"], "image_accuracy": cls["accuracy"], "n_test": len(prob)})
-    return result, preds, image_score
+    result["postprocess"] = pp.to_dict()
+    return result, post, image_score
 
 
 def write_json(data: dict, path: str | Path) -> None:
@@ -59,7 +74,9 @@ def log_test_metrics(run_id_file: str | Path, result: dict, mlflow_section: dict
         log.info("no MLflow run to add test metrics to")
         return
     scalars = {
-        f"test_{k}": float(v) for k, v in result.items() if isinstance(v, int | float) and np.isfinite(v)
+        f"test_{k}": float(v)
+        for k, v in result.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
     }
     tracking.ModelRun.attach(client, run_id).log_metrics(scalars)
     log.info("logged %d test metrics to MLflow run %s", len(scalars), run_id)
@@ -76,6 +93,8 @@ def run_stage(
     out_dir: str,
     mlflow_section: dict,
     threshold: float = 0.5,
+    postprocess_json: str | None = None,
+    gate_predictions: str | None = None,
 ) -> dict:
     """The evaluate rule for one model; writes metrics.json, roc.csv, predictions.csv and plots."""
     from pneumoflow import plots
@@ -87,22 +106,29 @@ def run_stage(
     out.mkdir(parents=True, exist_ok=True)
     labels, ids = data["labels"], data["patient_ids"]
     if model_name == "unet":
-        from pneumoflow import unet_inference
+        from pneumoflow import postprocess, unet_inference
 
         prob = unet_inference.unet_probs(unet_inference.load_unet(model_path), data["images"])
         truths = truth_boxes(boxes, ids)
+        pp = postprocess.load(postprocess_json) if postprocess_json else postprocess.PostProcess(threshold)
+        gate_probs = postprocess.gate_probabilities(gate_predictions, ids) if pp.gate is not None else None
         result, preds, score = unet_metrics(
-            prob, data["masks"], labels, ids, read_manifest(manifest), truths, threshold
+            prob, data["masks"], labels, ids, read_manifest(manifest), truths, threshold, pp, gate_probs
         )
         table = pd.DataFrame(
             {"patientId": ids, "PredictionString": [metrics.format_prediction_string(preds[p]) for p in ids]}
         )
         plots.plot_overlays(data["images"], data["masks"], prob > threshold, out / "samples.png")
     else:
-        from pneumoflow.classifier_inference import classifier_probs, load_classifier
+        from pneumoflow.classifier_inference import load_scorer
 
-        score = classifier_probs(load_classifier(model_name, model_path), data["images"])
+        scorer, saved = load_scorer(model_name, model_path)
+        score = scorer(data["images"])
+        threshold = saved["threshold"]  # chosen on the validation split, never on test
         result = metrics.classification(labels, score, threshold)
+        result["accuracy_at_0.5"] = metrics.classification(labels, score, 0.5)["accuracy"]
+        result["threshold_rule"] = saved["threshold_rule"]
+        result["head"] = saved.get("description", "")
         result["n_test"] = len(labels)
         table = pd.DataFrame({"patientId": ids, "probability": score, "label": labels})
         plots.plot_confusion(result["confusion_matrix"], out / "confusion.png", model_name)

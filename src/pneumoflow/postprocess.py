@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -214,3 +215,83 @@ def tune(
         ),
     )
     return candidates[best], sweep
+
+
+def load(path: str | Path) -> PostProcess:
+    """The setting the postprocess stage wrote (postprocess.json; its extra keys are notes)."""
+    import json
+
+    data = json.loads(Path(path).read_text())
+    return PostProcess.from_dict({f.name: data[f.name] for f in fields(PostProcess)})
+
+
+def gate_probabilities(predictions_csv: str | Path | None, patient_ids: Sequence[str]) -> np.ndarray | None:
+    """(N,) float64 pneumonia probabilities of a classifier's predictions CSV (patientId,
+    probability), in the order of `patient_ids`; None without a CSV (no gating)."""
+    if predictions_csv is None:
+        return None
+    table = pd.read_csv(predictions_csv, dtype={"patientId": str}).set_index("patientId")
+    missing = [pid for pid in patient_ids if pid not in table.index]
+    if missing:
+        raise ValueError(f"{predictions_csv} has no probability for {len(missing)} images, e.g. {missing[0]}")
+    return table.loc[list(patient_ids), "probability"].to_numpy(np.float64)
+
+
+def run_stage(
+    *,
+    model: str,
+    val_npz: list[str],
+    manifest: str,
+    boxes_tsv: str,
+    gate_predictions: str | None,
+    gate_with: str | None,
+    run_id_file: str,
+    out_json: str,
+    sweep_csv: str,
+    mlflow_section: dict,
+) -> PostProcess:
+    """The postprocess rule: tune PostProcess on the val split's U-Net maps (and the gate
+    classifier's val probabilities); write the setting and the sweep, track both in MLflow."""
+    import json
+
+    from pneumoflow import arrays, tracking
+    from pneumoflow.atomic import atomic_path
+    from pneumoflow.evaluate import truth_boxes
+    from pneumoflow.tables import read_manifest
+    from pneumoflow.unet_inference import load_unet, unet_probs
+
+    data = arrays.load_arrays(val_npz, keys=("images", "patient_ids"))
+    ids = list(data["patient_ids"])
+    if not ids:
+        raise ValueError("the val split has no images to tune the post-processing on")
+    probs = unet_probs(load_unet(model), data["images"])
+    frame = read_manifest(manifest).set_index("patientId")
+    frames = [(int(frame.rows[pid]), int(frame.cols[pid])) for pid in ids]
+    truths = truth_boxes(boxes_tsv, ids)
+    best, sweep = tune(probs, frames, truths, ids, gate_probabilities(gate_predictions, ids))
+    default = sweep[
+        (sweep.threshold == 0.5) & (sweep.min_area == 0) & (sweep.shrink == 1) & sweep.gate.isna()
+    ]
+    summary = {
+        **best.to_dict(),
+        "gate_with": gate_with if best.gate is not None else None,
+        "val_rsna_score": float(sweep.rsna_score.max()),
+        "val_rsna_score_default": float(default.rsna_score.iloc[0]) if len(default) else float("nan"),
+        "n_val": len(ids),
+    }
+    with atomic_path(sweep_csv) as tmp:
+        sweep.to_csv(tmp, index=False)
+    with atomic_path(out_json) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    settings = tracking.TrackingSettings.from_config(mlflow_section)
+    client = tracking.connect(settings)
+    if client is not None:
+        unet_run = Path(run_id_file).read_text().strip()
+        params = {k: ("none" if v is None else v) for k, v in summary.items() if not k.startswith("val_")}
+        tags = {"pneumoflow.kind": "postprocess", "pneumoflow.unet_run": unet_run}
+        with tracking.ModelRun(
+            client, tracking.experiment_id(client, settings), "unet_postprocess", params, tags
+        ) as run:
+            run.log_metrics({k: v for k, v in summary.items() if k.startswith("val_")})
+            run.log_outputs({"postprocess.json": out_json, "sweep.csv": sweep_csv})
+    return best

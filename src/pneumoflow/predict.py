@@ -6,6 +6,8 @@ boxes come back in each image's own pixel frame.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,23 +17,29 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pneumoflow import metrics
+from pneumoflow import metrics, postprocess
 from pneumoflow.atomic import atomic_path, write_bytes
 from pneumoflow.catalog import CLASSIFIERS
 from pneumoflow.images import expand_images, read_grayscale, read_source
+from pneumoflow.postprocess import PostProcess
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Models:
-    """Loaded models: the U-Net (or None) and {classifier: (model, img_size)}."""
+    """Loaded models: the U-Net (or None), {classifier: (model, img_size)} and {classifier: its
+    operating threshold, chosen on the validation split and saved in model.pt}."""
 
     unet: object | None = None
     classifiers: dict[str, tuple[object, int]] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    # the U-Net's post-processing as tuned on val (unet/postprocess.json) and its gate classifier
+    postprocess: PostProcess = field(default_factory=PostProcess)
+    gate_with: str | None = None
 
     @classmethod
-    def load(cls, models_dir: str | Path, classifier_sizes: dict[str, int]) -> Models:
+    def load(cls, models_dir: str | Path) -> Models:
         """Every model found under models_dir/<name>/ (as the pipeline writes them)."""
         folder = Path(models_dir)
         models = cls()
@@ -41,14 +49,23 @@ class Models:
             if (folder / name / "model.pt").is_file():
                 from pneumoflow.classifier_inference import load_classifier
 
-                models.classifiers[name] = (
-                    load_classifier(name, folder / name / "model.pt"),
-                    classifier_sizes[name],
-                )
+                model, saved = load_classifier(name, folder / name / "model.pt")
+                models.classifiers[name] = (model, saved["img_size"])
+                models.thresholds[name] = saved["threshold"]
         if (folder / "unet" / "model.keras").is_file():
             from pneumoflow.unet_inference import load_unet
 
             models.unet = load_unet(folder / "unet" / "model.keras")
+            tuned = folder / "unet" / "postprocess.json"
+            if tuned.is_file():
+                models.postprocess = postprocess.load(tuned)
+                models.gate_with = json.loads(tuned.read_text()).get("gate_with")
+            if models.postprocess.gate is not None and models.gate_with not in models.classifiers:
+                log.warning(
+                    "%s gates boxes on %s, which is not in %s: boxes are not gated",
+                    tuned, models.gate_with, folder,
+                )  # fmt: skip
+                models.postprocess = dataclasses.replace(models.postprocess, gate=None)
         if models.unet is None and not models.classifiers:
             raise ValueError(
                 f"no trained model in {folder}: expected unet/model.keras or <vgg16|resnet101>/model.pt "
@@ -61,11 +78,12 @@ class Models:
 
 
 def predict_images(
-    paths: Sequence[str | Path], models: Models, threshold: float = 0.5, batch_size: int = 32
+    paths: Sequence[str | Path], models: Models, batch_size: int = 32
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """One row per image: path, patientId (file stem), rows, cols, <classifier>_probability,
-    and with a U-Net unet_probability (max of its map) and PredictionString ("conf x y w h ..."
-    in the image's own pixels). Also {patientId: (rows, cols) float32 opacity map}.
+    """One row per image: path, patientId (file stem), rows, cols, <classifier>_probability and
+    <classifier>_pneumonia (at its saved threshold), and with a U-Net unet_probability (max of its
+    map) and PredictionString ("conf x y w h ..." in the image's own pixels, post-processed as
+    tuned on val). Also {patientId: (rows, cols) float32 opacity map}.
     """
     parts, maps = [], {}
     paths = [Path(p) for p in paths]
@@ -81,13 +99,14 @@ def predict_images(
         for name, (model, size) in models.classifiers.items():
             from pneumoflow.classifier_inference import classifier_probs
 
-            table[f"{name}_probability"] = classifier_probs(
-                model, np.stack([s.resized(size) for s in sources])
-            )
+            probs = classifier_probs(model, np.stack([s.resized(size) for s in sources]))
+            table[f"{name}_probability"] = probs
+            table[f"{name}_pneumonia"] = (probs >= models.thresholds[name]).astype(int)
         if models.unet is not None:
             from pneumoflow.unet_inference import predict_sources
 
-            probs, boxes = predict_sources(models.unet, sources, threshold)
+            gate = table.get(f"{models.gate_with}_probability")
+            probs, boxes = predict_sources(models.unet, sources, models.postprocess, gate)
             table["unet_probability"] = probs.reshape(len(probs), -1).max(axis=1)
             table["PredictionString"] = [metrics.format_prediction_string(b) for b in boxes]
             for path, p, source in zip(batch, probs, sources, strict=True):
@@ -122,19 +141,17 @@ def run_predict(
     images: Sequence[str | Path],
     models_dir: str | Path,
     out_csv: str | Path,
-    classifier_sizes: dict[str, int],
-    threshold: float = 0.5,
     overlay_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """The `pneumoflow predict` command: predictions.csv (+ one overlay PNG per image)."""
     paths = expand_images(images)
-    models = Models.load(models_dir, classifier_sizes)
-    table, maps = predict_images(paths, models, threshold)
+    models = Models.load(models_dir)
+    table, maps = predict_images(paths, models)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     if overlay_dir is not None:
         for _, row in table.iterrows():
             overlay = Path(overlay_dir) / f"{row.patientId}.png"
-            write_overlay(overlay, row.path, row, maps.get(row.patientId), threshold)
+            write_overlay(overlay, row.path, row, maps.get(row.patientId), models.postprocess.threshold)
     log.info("predicted %d images with %s", len(table), ", ".join(models.names()))
     return table

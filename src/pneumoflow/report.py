@@ -21,20 +21,78 @@ from pneumoflow.atomic import atomic_path
 from pneumoflow.tables import read_manifest, read_tsv
 
 # What the seed study reported (its own 200-image split, not our test set).
+# Its "mean IoU" 0.9528 is Keras' MeanIoU over two classes (background and opacity): shown
+# beside our two-class mean IoU; our opacity-only IoU is its own row.
 SEED_FIGURES = {
-    "unet": {"dice": 0.95, "iou": 0.9528},
+    "unet": {"dice": 0.95, "mean_iou_2class": 0.9528},
     "vgg16": {"accuracy": 0.839},
     "resnet101": {"accuracy": 0.846},
 }
 SHOWN = {
-    "unet": ["dice", "iou", "mean_dice_positive", "empty_rate_negative", "rsna_score", "image_roc_auc"],
-    "classifier": ["accuracy", "precision", "recall", "specificity", "f1", "roc_auc"],
+    "unet": [
+        "dice",
+        "mean_iou_2class",
+        "iou",
+        "mean_dice_positive",
+        "empty_rate_negative",
+        "rsna_score_raw",
+        "rsna_score",
+        "image_roc_auc",
+        "image_accuracy",
+    ],
+    "classifier": [
+        "threshold",
+        "accuracy",
+        "accuracy_at_0.5",
+        "precision",
+        "recall",
+        "specificity",
+        "f1",
+        "roc_auc",
+    ],
 }
+LABELS = {
+    "iou": "IoU (opacity only)",
+    "mean_iou_2class": "mean IoU (2 classes, as Keras MeanIoU)",
+    "threshold": "threshold (Youden's J on val)",
+    "accuracy": "accuracy (at the threshold)",
+    "accuracy_at_0.5": "accuracy at 0.5",
+    "rsna_score_raw": "RSNA score, raw boxes (threshold 0.5)",
+    "rsna_score": "RSNA score, post-processed (tuned on val)",
+    "image_accuracy": "image accuracy (max probability vs threshold)",
+}
+
+
+def baseline_flags(results: dict[str, dict]) -> dict[str, str]:
+    """{classifier: why it does not beat the baseline} on test accuracy and ROC-AUC."""
+    base = results.get("baseline")
+    if base is None:
+        return {}
+    flags = {}
+    for model, result in results.items():
+        if model in ("unet", "baseline"):
+            continue
+        worse = [
+            f"{key} {result[key]:.3f} vs baseline {base[key]:.3f}"
+            for key in ("accuracy", "roc_auc")
+            if result.get(key, float("nan")) < base.get(key, float("nan"))
+        ]
+        if worse:
+            flags[model] = "does not beat the pixel baseline: " + ", ".join(worse)
+    return flags
+
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-.note{color:#666;font-size:90%}pre{background:#f7f7f7;padding:1em;overflow:auto}"""
+.note{color:#666;font-size:90%}.flag{color:#a00;font-weight:bold}pre{background:#f7f7f7;padding:1em;overflow:auto}"""
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes repeated values out in full (no &id001 / *id001 anchors in the shown config)."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 def _esc(value) -> str:
@@ -57,7 +115,7 @@ def metrics_table(results: dict[str, dict]) -> str:
         for key in SHOWN["unet" if model == "unet" else "classifier"]:
             seed = SEED_FIGURES.get(model, {}).get(key)
             rows.append(
-                f"<tr><td>{_esc(model)}</td><td>{_esc(key)}</td>"
+                f"<tr><td>{_esc(model)}</td><td>{_esc(LABELS.get(key, key))}</td>"
                 f"<td>{_fmt(result.get(key, float('nan')))}</td>"
                 f"<td>{'' if seed is None else _fmt(seed)}</td></tr>"
             )
@@ -126,6 +184,10 @@ def build_report(
         f"<tr><td>{_esc(m)}</td><td>{_esc(Path(f['run_id']).read_text().strip() or 'not tracked')}</td></tr>"
         for m, f in models.items()
     )
+    flags = "".join(f"<li>{_esc(m)} {_esc(why)}</li>" for m, why in baseline_flags(results).items())
+    flags = f'<p class="flag">Flagged:</p><ul class="flag">{flags}</ul>' if flags else ""
+    heads = "".join(f"<li>{_esc(m)}: {_esc(r['head'])}</li>" for m, r in results.items() if r.get("head"))
+    heads = f'<p class="note">What trained:</p><ul class="note">{heads}</ul>' if heads else ""
     not_run = "".join(f"<li>{_esc(m)}: {_esc(why)}</li>" for m, why in (skipped or {}).items())
     not_run = f'<p class="note">Not run:</p><ul>{not_run}</ul>' if not_run else ""
     now = datetime.datetime.now().isoformat(timespec="seconds")
@@ -133,14 +195,14 @@ def build_report(
 <style>{STYLE}</style></head><body>
 <h1>pneumoflow: model comparison</h1>
 <p class="note">Generated {_esc(now)} from commit {_esc(commit)}.</p>
-<h2>Test metrics</h2>{metrics_table(results)}{not_run}
+<h2>Test metrics</h2>{metrics_table(results)}{flags}{heads}{not_run}
 <p class="note">Seed study figures are as the study reported them, on its own 200-image split;
 not measured here.</p>
 <h2>ROC curves (test split)</h2>{roc_img}
 <h2>Learning curves and test figures</h2>{figures}
 <h2>Data</h2>{dataset_summary(manifest, rejected)}
 <h2>MLflow runs</h2><table><tr><th>model</th><th>run id</th></tr>{run_ids}</table>
-<h2>Configuration</h2><pre>{_esc(yaml.safe_dump(config, sort_keys=False))}</pre>
+<h2>Configuration</h2><pre>{_esc(yaml.dump(config, Dumper=_PlainDumper, sort_keys=False))}</pre>
 </body></html>"""
     with atomic_path(out_html) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pneumoflow import metrics
@@ -45,11 +46,28 @@ def score_submission(submission_csv: str | Path, labels_csv: str | Path) -> tupl
 
 
 def write_submission(
-    image_dir: str | Path, unet_model: str | Path, out_csv: str | Path, threshold: float, batch_size: int = 32
+    image_dir: str | Path,
+    unet_model: str | Path,
+    out_csv: str | Path,
+    *,
+    postprocess_json: str | Path,
+    gate_with: str | None = None,
+    gate_model: str | Path | None = None,
+    batch_size: int = 32,
 ) -> pd.DataFrame:
     """Kaggle RSNA submission (patientId,PredictionString) for every .dcm of `image_dir`,
-    boxes "conf x y w h" in each image's own pixels."""
+    boxes "conf x y w h" in each image's own pixels, post-processed as tuned on val (gated on
+    `gate_with`'s probability when the tuned setting has a gate)."""
+    from pneumoflow import postprocess
     from pneumoflow.images import read_source
+
+    pp = postprocess.load(postprocess_json)
+    scorer = None
+    if pp.gate is not None and gate_model is not None:
+        # PyTorch before TensorFlow: with these wheels the other order crashes the process
+        from pneumoflow.classifier_inference import load_scorer
+
+        scorer, saved = load_scorer(gate_with, gate_model)
     from pneumoflow.unet_inference import load_unet, predict_sources
 
     paths = sorted(Path(image_dir).glob("*.dcm"))
@@ -58,7 +76,11 @@ def write_submission(
     model, rows = load_unet(unet_model), []
     for start in range(0, len(paths), batch_size):
         batch = paths[start : start + batch_size]
-        _, boxes = predict_sources(model, [read_source(p) for p in batch], threshold)
+        sources = [read_source(p) for p in batch]
+        gate_probs = None
+        if scorer is not None:
+            gate_probs = scorer(np.stack([s.resized(saved["img_size"]) for s in sources]))
+        _, boxes = predict_sources(model, sources, pp, gate_probs)
         rows += [(p.stem, metrics.format_prediction_string(b)) for p, b in zip(batch, boxes, strict=True)]
     table = pd.DataFrame(rows, columns=["patientId", "PredictionString"])
     with atomic_path(out_csv) as tmp:

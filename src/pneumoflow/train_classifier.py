@@ -1,8 +1,11 @@
 """Training of the VGG16 / ResNet101 classifiers (one module for both, chosen by name).
 
-As in the seed study: CrossEntropyLoss, SGD(lr 0.001, momentum 0.9, weight
-decay 0.01), StepLR(step 10, gamma 0.1), the checkpoint with the best val
-accuracy kept. An interrupted run resumes from its last epoch checkpoint.
+With ImageNet weights, as in the seed study: CrossEntropyLoss, SGD(lr 0.001,
+momentum 0.9, weight decay 0.01), StepLR(step 10, gamma 0.1), the checkpoint with
+the best val accuracy kept. Without pretrained weights the linear probe of
+classifiers.py trains with Adam(lr, weight decay) and the same schedule.
+Afterwards the operating threshold is chosen on the validation split (Youden's J)
+and saved with the model. An interrupted run resumes from its last epoch checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pneumoflow import arrays, classifiers, plots, torchdata, tracking
+from pneumoflow import arrays, catalog, classifier_inference, classifiers, metrics, plots, torchdata, tracking
 from pneumoflow.atomic import atomic_path
 from pneumoflow.diskrows import DiskRows, save_rows
 
@@ -74,41 +77,49 @@ def features_to_input(features: torch.Tensor, device: torch.device) -> torch.Ten
 
 
 def uses_feature_cache(cfg: ClassifierConfig) -> bool:
-    """cache_features: auto -> on for a frozen backbone without augmentation; true insists."""
-    frozen = cfg.weights is not None
+    """cache_features: auto -> on without augmentation (the backbone is always frozen); true insists."""
     augmented = cfg.hflip or cfg.rotate_degrees > 0 or cfg.scale > 0
-    if cfg.cache_features is True and (not frozen or augmented):
+    if cfg.cache_features is True and augmented:
         raise ValueError(
-            f"models.{cfg.name}.cache_features: true needs a frozen backbone (set weights) and no "
-            "augmentation (augmented images give new features every epoch); use auto or false"
+            f"models.{cfg.name}.cache_features: true needs no augmentation (augmented images give "
+            "new features every epoch); use auto or false"
         )
-    return cfg.cache_features is True or (cfg.cache_features == "auto" and frozen and not augmented)
+    return cfg.cache_features is True or (cfg.cache_features == "auto" and not augmented)
 
 
 @torch.inference_mode()
+def backbone_batches(backbone: nn.Module, images, device, batch_size: int):
+    """Yield (B, D) float32 numpy features of the (S, S) uint8 `images` through the frozen backbone."""
+    backbone.eval()
+    for start in range(0, len(images), batch_size):
+        batch = np.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
+        yield backbone(images_to_input(torch.from_numpy(batch).unsqueeze(1), device)).float().cpu().numpy()
+
+
 def compute_features(backbone: nn.Module, images, device, batch_size: int, out: Path) -> DiskRows:
     """The (D,) float32 features of each (S, S) uint8 image through the frozen backbone, written
     to the .npy file `out` batch by batch (VGG16's are 100 kB per image at 224 px)."""
-    backbone.eval()
+    return save_rows(out, backbone_batches(backbone, images, device, batch_size), len(images))
 
-    def batches():
-        for start in range(0, len(images), batch_size):
-            batch = np.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
-            yield (
-                backbone(images_to_input(torch.from_numpy(batch).unsqueeze(1), device)).float().cpu().numpy()
-            )
 
-    return save_rows(out, batches(), len(images))
+def fit_standardize(model: nn.Module, batches) -> None:
+    """Set the probe's Standardize buffers to the mean and std of (B, D) feature `batches`."""
+    total, total_sq, n = 0.0, 0.0, 0
+    for batch in batches:
+        batch = np.asarray(batch, np.float64)
+        total, total_sq, n = total + batch.sum(0), total_sq + (batch**2).sum(0), n + len(batch)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0)) + 1e-6
+    standardize = model.head[0]
+    standardize.mean.copy_(torch.from_numpy(mean).float())
+    standardize.std.copy_(torch.from_numpy(std).float())
 
 
 def train_one_epoch(
     model, loader, criterion, optimizer, device, scaler, cfg, prepare=images_to_input
 ) -> tuple[float, float]:
     """One pass over `loader`; returns (mean loss, accuracy). `prepare` turns a batch into input."""
-    if prepare is images_to_input:
-        classifiers.set_train_mode(model, cfg.name, cfg.weights is not None)
-    else:  # the head alone, on cached features
-        model.train()
+    classifiers.set_train_mode(model)
     total_loss, correct, seen = 0.0, 0, 0
     for images, labels in loader:
         x = prepare(images, device)
@@ -182,6 +193,23 @@ def _feature_loaders(
     )
 
 
+def make_optimizer(cfg: ClassifierConfig, model: nn.Module, kind: str, device) -> torch.optim.Optimizer:
+    """The seed's SGD for ImageNet heads; Adam for the linear probe (SGD at lr 0.001 needs far more
+    epochs to fit a linear layer on 3,840 standardized features)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if kind == classifiers.PROBE_HEAD:
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # one fused kernel instead of several passes over the weights: VGG16's 120M-parameter
+    # head steps 5x faster on CPU (benchmarks/README.md)
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
+    )
+
+
 def fit(
     cfg: ClassifierConfig,
     train,
@@ -192,58 +220,62 @@ def fit(
     run: tracking.ModelRun,
     fingerprint: str,
     threads: int = 1,
-) -> pd.DataFrame:
-    """Train, keep the best-val-accuracy weights at `model_out`; return the history table.
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Train, keep the best-val-accuracy weights (ties: lower val loss) at `model_out`; return
+    (history table, val probabilities (N,) float32 of the kept weights).
 
-    After every epoch a checkpoint {model, optimizer, lr_scheduler, epoch, history,
-    best_val_acc, fingerprint} is written; a later call with the same
-    fingerprint resumes at epoch + 1.
+    model_out holds {"arch", "head", "img_size", "threshold", "state_dict"} (see save_model).
+    After every epoch a checkpoint {model, optimizer, lr_scheduler, epoch, history, best,
+    fingerprint} is written; a later call with the same fingerprint resumes at epoch + 1.
     """
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # also fixes the probe's random backbone
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(max(threads, 1))
-    model, pretrained = classifiers.build_classifier(cfg.name, cfg.weights)
+    model, kind = classifiers.build_classifier(cfg.name, cfg.weights)
     model = model.to(device, memory_format=torch.channels_last)
     trainable, frozen = classifiers.count_parameters(model)
-    log.info("%s on %s: %d trainable, %d frozen parameters", cfg.name, device, trainable, frozen)
-    optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        # one fused kernel instead of several passes over the weights: VGG16's 120M-parameter
-        # head steps 5x faster on CPU (benchmarks/README.md)
-        fused=device.type in ("cpu", "cuda"),
+    log.info(
+        "%s (%s head) on %s: %d trainable, %d frozen parameters", cfg.name, kind, device, trainable, frozen
     )
+    optimizer = make_optimizer(cfg, model, kind, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     criterion = nn.CrossEntropyLoss()
-    history, best_acc, start = [], -1.0, 0
+    history, best, start = [], (-1.0, -np.inf), 0
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"], strict=not pretrained)
+            model.load_state_dict(state["model"], strict=False)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["lr_scheduler"])
-            history, best_acc, start = state["history"], state["best_val_acc"], state["epoch"] + 1
+            history, best, start = state["history"], tuple(state["best"]), state["epoch"] + 1
             log.info("resuming from %s at epoch %d of %d", checkpoint, start + 1, cfg.epochs)
             for row in history:  # the new run gets the earlier epochs too
                 run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         else:
             log.info("ignoring checkpoint %s: it belongs to other settings or data", checkpoint)
-    net, prepare = model, images_to_input
+    backbone, head = classifiers.split_backbone(cfg.name, model)
     feature_files = tuple(
         checkpoint.with_name(f"features-{s}-{checkpoint.stem}.npy") for s in ("train", "val")
     )
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if uses_feature_cache(cfg) and start < cfg.epochs:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            backbone, net = classifiers.split_backbone(cfg.name, model)
+        if uses_feature_cache(cfg):
+            net, prepare = head, features_to_input
             train_loader, val_loader = _feature_loaders(cfg, backbone, train, val, device, feature_files)
-            prepare = features_to_input
+            train_features = train_loader.dataset.rows
         else:
+            net, prepare = model, images_to_input
             train_loader, val_loader = _loaders(cfg, train, val, threads)
+            train_features = None
+        if kind == classifiers.PROBE_HEAD and start == 0:
+            if train_features is None:
+                batches = backbone_batches(backbone, train[0], device, cfg.batch_size)
+            else:
+                batches = (train_features[i] for i in range(len(train_features)))
+                batches = (np.asarray(row)[None] for row in batches)
+            fit_standardize(model, batches)
         for epoch in range(start, cfg.epochs):
             started = time.perf_counter()
             train_loss, train_acc = train_one_epoch(
@@ -268,43 +300,81 @@ def fit(
                 cfg.epochs,
                 {k: round(v, 4) for k, v in row.items() if k != "epoch"},
             )
-            if val_acc > best_acc:
-                best_acc = val_acc
+            if (val_acc, -val_loss) > best:
+                best = (val_acc, -val_loss)
                 with atomic_path(best_weights(checkpoint)) as tmp:
-                    torch.save(changing_state(model, pretrained), tmp)
+                    torch.save(changing_state(model), tmp)
             with atomic_path(checkpoint) as tmp:
                 torch.save(
                     {
-                        "model": changing_state(model, pretrained),
+                        "model": changing_state(model),
                         "optimizer": optimizer.state_dict(),
                         "lr_scheduler": scheduler.state_dict(),
                         "epoch": epoch,
                         "history": history,
-                        "best_val_acc": best_acc,
+                        "best": list(best),
                         "fingerprint": fingerprint,
                         "config": dataclasses.asdict(cfg),
                     },
                     tmp,
                 )
+        # the best weights live beside the checkpoint, so a job killed after its last epoch
+        # (its outputs deleted by Snakemake) still has them on the rerun
+        model.load_state_dict(
+            torch.load(best_weights(checkpoint), map_location="cpu", weights_only=True), strict=False
+        )
+        _, _, val_probs = evaluate(net, val_loader, criterion, device, prepare)
     finally:  # the feature cache is only good for this job
         for path in feature_files:
             path.unlink(missing_ok=True)
-    # the best weights live beside the checkpoint, so a job killed after its last epoch
-    # (its outputs deleted by Snakemake) still has them on the rerun; model_out is complete
-    best = torch.load(best_weights(checkpoint), map_location="cpu", weights_only=True)
-    model.load_state_dict(best, strict=not pretrained)
-    with atomic_path(model_out) as tmp:
-        torch.save(model.state_dict(), tmp)
-    return pd.DataFrame(history)
+    threshold = metrics.youden_threshold(val[1], val_probs)
+    save_model(model_out, model.cpu(), cfg, kind, threshold)
+    return pd.DataFrame(history), val_probs
 
 
-def changing_state(model: nn.Module, pretrained: bool) -> dict[str, torch.Tensor]:
-    """What training changes: the trainable parameters of a frozen-backbone model (the backbone
-    comes back from the weights file), else the whole state dict. Keeps checkpoints small:
-    about 1 MB instead of 170 MB for ResNet101."""
-    if not pretrained:
-        return model.state_dict()
-    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+def save_model(path: Path, model: nn.Module, cfg: ClassifierConfig, kind: str, threshold: float) -> None:
+    """model.pt: the state dict with what inference needs to rebuild and use it (loads with
+    torch.load(weights_only=True); classifier_inference.load_classifier reads it)."""
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "arch": cfg.name,
+                "head": kind,
+                "img_size": cfg.img_size,
+                "threshold": threshold,
+                "threshold_rule": THRESHOLD_RULE,
+                "description": describe_head(cfg, kind),
+                "state_dict": model.state_dict(),
+            },
+            tmp,
+        )
+
+
+THRESHOLD_RULE = "youden_j_on_val"
+
+
+def describe_head(cfg: ClassifierConfig, kind: str) -> str:
+    """One line saying what was trained, for the log, MLflow and the report."""
+    if kind == classifiers.PROBE_HEAD:
+        return PROBE_NOTE.format(name=cfg.name)
+    return f"seed recipe: {cfg.weights} weights, backbone frozen, the seed's head trained with SGD"
+
+
+def changing_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What training changes: every tensor except those of wholly frozen modules (the backbone
+    comes back from the weights file, or from the seeded random init). Keeps checkpoints small:
+    about 1 MB instead of 170 MB for ResNet101; keeps the probe's Standardize buffers."""
+    keep = {}
+    for prefix, module in model.named_modules():
+        params = list(module.parameters(recurse=False))
+        if params and not any(p.requires_grad for p in params):
+            continue
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for key, tensor in tensors:
+            if isinstance(tensor, nn.Parameter) and not tensor.requires_grad:
+                continue
+            keep[f"{prefix}.{key}" if prefix else key] = tensor.detach()
+    return keep
 
 
 def best_weights(checkpoint: Path) -> Path:
@@ -339,9 +409,10 @@ def log_torch_model(run: tracking.ModelRun, model: nn.Module, img_size: int) -> 
         )
 
 
-RANDOM_INIT_WARNING = (
-    "no weights file configured: training from random init with the whole network trainable "
-    "(the seed study fine-tuned ImageNet weights; set models.{name}.weights to torchvision's file)"
+PROBE_NOTE = (
+    "no pretrained weights (weights: null): linear probe on the frozen random-init backbone's pooled "
+    "features, trained with Adam; the seed study fine-tuned a head on ImageNet features with SGD "
+    "(set models.{name}.weights: imagenet for that)"
 )
 
 
@@ -355,6 +426,7 @@ def run_stage(
     model_out: str,
     history_out: str,
     curves_out: str,
+    val_predictions_out: str,
     run_id_out: str,
     checkpoint: str,
     mlflow_section: dict,
@@ -365,18 +437,21 @@ def run_stage(
     """The train_<name> rule: train (or restore from the MLflow run cache) one classifier.
 
     Logs params (the stage config, split seed, image size, manifest / data /
-    weights hashes), per-epoch metrics, history, curves and the model to MLflow.
+    weights hashes, the head and the threshold), per-epoch metrics, history, curves and the
+    model to MLflow; writes the val split's probabilities (patientId, probability, label).
     """
     cfg = ClassifierConfig.from_config(name, section)
     tags = dict(tags)
     if cfg.weights is None:
-        warning = RANDOM_INIT_WARNING.format(name=name)
-        log.warning(warning)
-        tags["pneumoflow.warning"] = warning
+        log.warning(describe_head(cfg, classifiers.PROBE_HEAD))
     else:
         classifiers.build_classifier(name, cfg.weights)  # a bad weights file stops us before anything else
+    kind = classifiers.PROBE_HEAD if cfg.weights is None else classifiers.SEED_HEAD
+    tags["pneumoflow.head"] = describe_head(cfg, kind)
+    tags["pneumoflow.threshold_rule"] = THRESHOLD_RULE
     train, val = load_split(train_npz, "train"), load_split(val_npz, "val")
-    weights_hash = tracking.hash_files([cfg.weights])[:16] if cfg.weights else "none"
+    weights_file = catalog.weights_file(name, cfg.weights)
+    weights_hash = tracking.hash_files([weights_file])[:16] if weights_file else "none"
     parts, params = tracking.stage_identity(
         dataclasses.asdict(cfg),
         split_seed=split_seed,
@@ -389,7 +464,7 @@ def run_stage(
     fingerprint = tracking.fingerprint(parts)
 
     def work(run: tracking.ModelRun) -> None:
-        history = fit(
+        history, val_probs = fit(
             cfg,
             train,
             val,
@@ -401,18 +476,29 @@ def run_stage(
         )
         with atomic_path(history_out) as tmp:
             history.to_csv(tmp, index=False)
+        val_ids = arrays.load_arrays(val_npz, keys=("patient_ids",))["patient_ids"]
+        with atomic_path(val_predictions_out) as tmp:
+            table = pd.DataFrame({"patientId": val_ids, "probability": val_probs, "label": val[1]})
+            table.to_csv(tmp, index=False)
         plots.plot_curves(history, ["loss", "acc"], curves_out, f"{name}: learning curves")
         best = history.loc[history.val_acc.idxmax()]
-        run.log_metrics({"best_val_acc": best.val_acc, "best_epoch": best.epoch})
-        model, _ = classifiers.build_classifier(name, None)
-        model.load_state_dict(torch.load(model_out, map_location="cpu", weights_only=True))
+        model, saved = classifier_inference.load_classifier(name, model_out)
+        run.log_metrics(
+            {"best_val_acc": best.val_acc, "best_epoch": best.epoch, "threshold": saved["threshold"]}
+        )
+        log.info("operating threshold %.4f (%s)", saved["threshold"], saved["threshold_rule"])
         log_torch_model(run, model, cfg.img_size)
 
     def drop_training_state() -> None:  # finished and logged: a later run must not resume it
         for path in (Path(checkpoint), best_weights(Path(checkpoint))):
             path.unlink(missing_ok=True)
 
-    outputs = {"model.pt": model_out, "history.csv": history_out, "curves.png": curves_out}
+    outputs = {
+        "model.pt": model_out,
+        "history.csv": history_out,
+        "curves.png": curves_out,
+        "val_predictions.csv": val_predictions_out,
+    }
     return tracking.run_tracked(
         tracking.TrackingSettings.from_config(mlflow_section),
         name=name,

@@ -10,8 +10,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pneumoflow import metrics
+from pneumoflow import metrics, postprocess
 from pneumoflow.images import Source
+from pneumoflow.postprocess import PostProcess
 
 
 def load_unet(path: str | Path) -> keras.Model:
@@ -31,13 +32,16 @@ def unet_probs(model: keras.Model, images: np.ndarray, batch_size: int = 16) -> 
 
 
 def predict_sources(
-    model: keras.Model, sources: list[Source], threshold: float
+    model: keras.Model, sources: list[Source], pp: PostProcess, gate_probs: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[list[metrics.ScoredBox]]]:
-    """((N, S, S) float32 opacity maps, each image's scored boxes in its own pixels) for input
-    images prepared exactly as the arrays stage prepares them."""
+    """((N, S, S) float32 opacity maps, each image's post-processed scored boxes in its own
+    pixels) for input images prepared exactly as the arrays stage prepares them; `gate_probs`
+    (N,): the gate classifier's probabilities when pp has a gate."""
     size = input_size(model)
     probs = unet_probs(model, np.stack([source.resized(size) for source in sources]))
+    gates = [None] * len(sources) if gate_probs is None or pp.gate is None else [float(g) for g in gate_probs]
     boxes = [
-        metrics.boxes_in_frame(p, threshold, *source.shape) for p, source in zip(probs, sources, strict=True)
+        postprocess.boxes(p, *source.shape, pp, gate)
+        for p, source, gate in zip(probs, sources, gates, strict=True)
     ]
     return probs, boxes

@@ -1,0 +1,20 @@
+from pneumoflow.logs import to_file
+
+to_file(snakemake.log[0])
+
+import json
+
+from pneumoflow.postprocess import run_stage
+
+run_stage(
+    model=snakemake.input.model,
+    val_npz=list(snakemake.input.val),
+    manifest=snakemake.input.manifest,
+    boxes_tsv=snakemake.input.boxes,
+    gate_predictions=snakemake.input.get("gate"),
+    gate_with=snakemake.params.gate_with,
+    run_id_file=snakemake.input.run_id,
+    out_json=snakemake.output.settings,
+    sweep_csv=snakemake.output.sweep,
+    mlflow_section=json.loads(snakemake.params.mlflow),
+)
