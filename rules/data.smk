@@ -12,6 +12,7 @@ rule synthetic_sample:
     conda:
         "../envs/preprocess.yaml"
     params:
+        code=get_code("synthetic_sample.py"),
         n=config["data"]["synthetic"]["n_images"],
         seed=config["data"]["synthetic"]["seed"],
         size=config["data"]["synthetic"]["image_size"],
@@ -37,8 +38,9 @@ if IMAGEFOLDER:
         conda:
             "../envs/preprocess.yaml"
         params:
+            code=get_code("imagefolder_manifest.py"),
             root=get_data_dir(),
-            classes=config["data"]["imagefolder_classes"],
+            classes=canonical(config["data"]["imagefolder_classes"]),
             shards=N_SHARDS,
             max_rejected_fraction=config["qc"]["max_rejected_fraction"],
         script:
@@ -64,9 +66,12 @@ else:
         conda:
             "../envs/preprocess.yaml"
         params:
+            code=get_code("manifest.py"),
             dicom_dir=get_train_image_dir(),
             shards=N_SHARDS,
-            split=config["split"],
+            val_fraction=config["split"]["val_fraction"],
+            test_fraction=config["split"]["test_fraction"],
+            split_seed=config["split"]["seed"],
             max_images=config["data"]["max_images"],
             max_rejected_fraction=config["qc"]["max_rejected_fraction"],
         script:
@@ -87,6 +92,7 @@ rule dicom_to_jpg:
     conda:
         "../envs/preprocess.yaml"
     params:
+        code=get_code("dicom_to_jpg.py"),
         dicom_dir=get_train_image_dir(),
         source=config["data"]["source"],
         root=get_data_dir(),
@@ -106,6 +112,8 @@ rule masks:
         "logs/benchmarks/masks/{shard}.tsv"
     conda:
         "../envs/preprocess.yaml"
+    params:
+        code=get_code("masks.py"),
     script:
         "../scripts/masks.py"
 
@@ -124,6 +132,8 @@ rule arrays:
         "logs/benchmarks/arrays/{size}px/{split}/{shard}.tsv"
     conda:
         "../envs/preprocess.yaml"
+    params:
+        code=get_code("arrays.py"),
     script:
         "../scripts/arrays.py"
 
@@ -138,5 +148,7 @@ rule qc_rejected:
         "logs/qc_rejected.log",
     conda:
         "../envs/preprocess.yaml"
+    params:
+        code=get_code("qc_rejected.py"),
     script:
         "../scripts/qc_rejected.py"

@@ -30,7 +30,7 @@ rule evaluate:
     resources:
         mem_mb=6000,
     params:
-        mlflow=canonical(config["mlflow"]),
+        code=get_code("evaluate.py"),
         threshold=config["evaluate"]["threshold"],
     script:
         "../scripts/evaluate.py"
@@ -50,9 +50,10 @@ rule report:
     conda:
         "../envs/report.yaml"
     params:
+        code=get_code("report.py"),
         models=enabled_models(),
         skipped=skipped_models(),
-        config=config,
+        config=get_result_config(),
     script:
         "../scripts/report.py"
 
@@ -70,6 +71,7 @@ rule submission:
     resources:
         mem_mb=6000,
     params:
+        code=get_code("submission.py"),
         image_dir=get_test_image_dir(),
         threshold=config["evaluate"]["threshold"],
     script:

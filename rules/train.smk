@@ -32,9 +32,9 @@ for model in CLASSIFIERS:
             gpu=config["models"][model]["gpus"],
             mem_mb=8000,
         params:
+            code=get_code("train_classifier.py"),
             model=model,
             settings=get_training_settings(model),
-            mlflow=canonical(config["mlflow"]),
             split_seed=config["split"]["seed"],
             data_source=config["data"]["source"],
             # outside the outputs, which Snakemake deletes before a rerun
@@ -75,8 +75,8 @@ rule train_unet:
         gpu=config["models"]["unet"]["gpus"],
         mem_mb=6000,
     params:
+        code=get_code("train_unet.py"),
         settings=get_training_settings("unet"),
-        mlflow=canonical(config["mlflow"]),
         split_seed=config["split"]["seed"],
         data_source=config["data"]["source"],
         backup_dir=f"{RESULTS}/checkpoints/unet",

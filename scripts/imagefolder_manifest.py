@@ -2,11 +2,13 @@ from pneumoflow.logs import to_file
 
 to_file(snakemake.log.main)
 
+import json
+
 from pneumoflow.imagefolder import run_manifest
 
 run_manifest(
     snakemake.params.root,
-    dict(snakemake.params.classes),
+    json.loads(snakemake.params.classes),
     snakemake.params.shards,
     manifest_out=snakemake.output.manifest,
     boxes_out=snakemake.output.boxes,

@@ -4,7 +4,6 @@ to_file(snakemake.log.main)
 
 from pneumoflow.manifest import run_manifest
 
-split = snakemake.params.split
 run_manifest(
     snakemake.input.labels,
     snakemake.input.classes,
@@ -15,8 +14,8 @@ run_manifest(
     rejected_log=snakemake.log.rejected,
     max_rejected_fraction=snakemake.params.max_rejected_fraction,
     n_shards=snakemake.params.shards,
-    val_fraction=split["val_fraction"],
-    test_fraction=split["test_fraction"],
-    seed=split["seed"],
+    val_fraction=snakemake.params.val_fraction,
+    test_fraction=snakemake.params.test_fraction,
+    seed=snakemake.params.split_seed,
     max_images=snakemake.params.max_images,
 )

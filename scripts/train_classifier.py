@@ -5,6 +5,7 @@ to_file(snakemake.log[0])
 import json
 
 from pneumoflow.provenance import run_tags
+from pneumoflow.tracking import exported_section
 from pneumoflow.train_classifier import run_stage
 
 run_stage(
@@ -18,8 +19,9 @@ run_stage(
     curves_out=snakemake.output.curves,
     run_id_out=snakemake.output.run_id,
     checkpoint=snakemake.params.checkpoint,
-    mlflow_section=json.loads(snakemake.params.mlflow),
+    mlflow_section=exported_section(),
     tags=run_tags(snakemake.rule, snakemake.params.data_source),
     split_seed=snakemake.params.split_seed,
     threads=snakemake.threads,
+    code=snakemake.params.code,
 )
