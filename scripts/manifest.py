@@ -3,6 +3,7 @@ from pneumoflow.logs import to_file
 to_file(snakemake.log.main)
 
 from pneumoflow.manifest import run_manifest
+from pneumoflow.shardtables import write_slices
 
 run_manifest(
     snakemake.input.labels,
@@ -18,4 +19,11 @@ run_manifest(
     test_fraction=snakemake.params.test_fraction,
     seed=snakemake.params.split_seed,
     max_images=snakemake.params.max_images,
+)
+write_slices(
+    snakemake.output.manifest,
+    snakemake.output.boxes,
+    shard_manifests=snakemake.output.shards,
+    shard_boxes=snakemake.output.shard_boxes,
+    split_manifests=snakemake.output.splits,
 )
