@@ -175,11 +175,19 @@ def get_training_settings(model):
     return canonical(config["models"][model], drop=NEUTRAL_MODEL_KEYS)
 
 
-def get_code(script):
-    """Digest of scripts/<script> and every package module it reaches: a rule's `code` param,
-    so that an edit anywhere in that code reruns the rule (Snakemake sees only the script).
-    """
-    return codeclosure.code_digest(Path(workflow.basedir) / "scripts" / script)
+def get_code(script, env):
+    """Digest of scripts/<script>, every package module it reaches and envs/<env>.yaml: a
+    rule's `code` param, so that an edit anywhere in that code or software env reruns the
+    rule (Snakemake sees only the script, and the env only under --sdm conda)."""
+    base = Path(workflow.basedir)
+    return codeclosure.code_digest(
+        base / "scripts" / script, extra=(base / "envs" / f"{env}.yaml",)
+    )
+
+
+def get_evaluation_code(wildcards):
+    env = Path(get_evaluation_env(wildcards)).stem
+    return get_code("evaluate.py", env)
 
 
 def get_result_config():

@@ -12,7 +12,7 @@ rule synthetic_sample:
     conda:
         "../envs/preprocess.yaml"
     params:
-        code=get_code("synthetic_sample.py"),
+        code=get_code("synthetic_sample.py", "preprocess"),
         n=config["data"]["synthetic"]["n_images"],
         seed=config["data"]["synthetic"]["seed"],
         size=config["data"]["synthetic"]["image_size"],
@@ -52,7 +52,7 @@ if IMAGEFOLDER:
         conda:
             "../envs/preprocess.yaml"
         params:
-            code=get_code("imagefolder_manifest.py"),
+            code=get_code("imagefolder_manifest.py", "preprocess"),
             root=get_data_dir(),
             classes=canonical(config["data"]["imagefolder_classes"]),
             shards=N_SHARDS,
@@ -88,7 +88,7 @@ else:
         conda:
             "../envs/preprocess.yaml"
         params:
-            code=get_code("manifest.py"),
+            code=get_code("manifest.py", "preprocess"),
             dicom_dir=get_train_image_dir(),
             shards=N_SHARDS,
             val_fraction=config["split"]["val_fraction"],
@@ -116,7 +116,7 @@ checkpoint dicom_to_jpg:
     conda:
         "../envs/preprocess.yaml"
     params:
-        code=get_code("dicom_to_jpg.py"),
+        code=get_code("dicom_to_jpg.py", "preprocess"),
         dicom_dir=get_train_image_dir(),
         source=config["data"]["source"],
         root=get_data_dir(),
@@ -138,7 +138,7 @@ checkpoint masks:
     conda:
         "../envs/preprocess.yaml"
     params:
-        code=get_code("masks.py"),
+        code=get_code("masks.py", "preprocess"),
     script:
         "../scripts/masks.py"
 
@@ -161,7 +161,7 @@ rule arrays:
     conda:
         "../envs/preprocess.yaml"
     params:
-        code=get_code("arrays.py"),
+        code=get_code("arrays.py", "preprocess"),
     script:
         "../scripts/arrays.py"
 
@@ -177,6 +177,6 @@ rule qc_rejected:
     conda:
         "../envs/preprocess.yaml"
     params:
-        code=get_code("qc_rejected.py"),
+        code=get_code("qc_rejected.py", "preprocess"),
     script:
         "../scripts/qc_rejected.py"

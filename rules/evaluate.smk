@@ -30,7 +30,7 @@ rule evaluate:
     resources:
         mem_mb=6000,
     params:
-        code=get_code("evaluate.py"),
+        code=get_evaluation_code,
         threshold=config["evaluate"]["threshold"],
     script:
         "../scripts/evaluate.py"
@@ -50,7 +50,7 @@ rule report:
     conda:
         "../envs/report.yaml"
     params:
-        code=get_code("report.py"),
+        code=get_code("report.py", "report"),
         models=enabled_models(),
         skipped=skipped_models(),
         config=get_result_config(),
@@ -71,7 +71,7 @@ rule submission:
     resources:
         mem_mb=6000,
     params:
-        code=get_code("submission.py"),
+        code=get_code("submission.py", "tensorflow"),
         image_dir=get_test_image_dir(),
         threshold=config["evaluate"]["threshold"],
     script:

@@ -32,7 +32,7 @@ for model in CLASSIFIERS:
             gpu=config["models"][model]["gpus"],
             mem_mb=8000,
         params:
-            code=get_code("train_classifier.py"),
+            code=get_code("train_classifier.py", "torch"),
             model=model,
             settings=get_training_settings(model),
             split_seed=config["split"]["seed"],
@@ -75,7 +75,7 @@ rule train_unet:
         gpu=config["models"]["unet"]["gpus"],
         mem_mb=6000,
     params:
-        code=get_code("train_unet.py"),
+        code=get_code("train_unet.py", "tensorflow"),
         settings=get_training_settings("unet"),
         split_seed=config["split"]["seed"],
         data_source=config["data"]["source"],

@@ -124,11 +124,12 @@ def _bytes_digest(path: Path, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def code_digest(script: str | Path) -> str:
+def code_digest(script: str | Path, extra: tuple[str | Path, ...] = ()) -> str:
     """Short sha256 over the names (relative to the package root) and bytes of the closure of
-    `script`: the same code, the same digest, wherever the repository lives."""
+    `script` and of the `extra` files (e.g. the rule's conda env file): the same code, the
+    same digest, wherever the repository lives."""
     digest = hashlib.sha256()
-    for path in closure(script):
+    for path in [*closure(script), *(Path(p).resolve() for p in extra)]:
         name = path.relative_to(SRC).as_posix() if path.is_relative_to(SRC) else path.name
         digest.update(f"{name}\0{_file_digest(path)}\n".encode())
     return digest.hexdigest()[:16]
