@@ -71,7 +71,7 @@ def _rule_blocks() -> dict[str, str]:
     """{rule name: its text} for every rule in rules/*.smk (loop rules by their `name:`)."""
     blocks = {}
     for smk in sorted((REPO / "rules").glob("*.smk")):
-        for block in re.split(r"^\s*rule\b", smk.read_text(), flags=re.M)[1:]:
+        for block in re.split(r"^\s*(?:rule|checkpoint)\b(?=\s*\w*:)", smk.read_text(), flags=re.M)[1:]:
             named = re.match(r"\s*(\w+):", block) or re.search(r'name:\s*f?"([\w{}]+)"', block)
             name = named.group(1)
             # a rule defined per data source (manifest) appears twice

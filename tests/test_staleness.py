@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
-import yaml
 
 from pneumoflow.synth import Case, generate, write_dicom
 
@@ -69,6 +68,7 @@ mlflow:
 """
 
 UNET_CHAIN = {"train_unet", "evaluate[unet]", "submission", "report", "all"}
+EVALUATION = {"evaluate[unet]", "evaluate[resnet101]", "report", "all"}
 RESNET_CHAIN = {"train_resnet101", "evaluate[resnet101]", "report", "all"}
 TRAINING = UNET_CHAIN | RESNET_CHAIN
 SHARDS, SPLITS = ("00", "01", "02"), ("train", "val", "test")
@@ -78,6 +78,7 @@ PREPROCESSING = (
     | {f"arrays[32,{split},{s}]" for split in SPLITS for s in SHARDS}
 )
 EVERYTHING = PREPROCESSING | TRAINING
+DICOM_TO_JPG = {f"dicom_to_jpg[{s}]" for s in SHARDS}
 
 
 def snakemake(repo: Path, work: Path, config: Path, *args: str) -> str:
@@ -192,12 +193,12 @@ def test_a_setting_reruns_its_stage_and_what_follows(build, old, new, expected):
 @pytest.mark.parametrize(
     "path, expected",
     [
-        ("src/pneumoflow/metrics.py", {"evaluate[unet]", "evaluate[resnet101]", "submission", "report", "all"}),
+        ("src/pneumoflow/metrics.py", EVALUATION | {"submission"}),
         ("src/pneumoflow/train_classifier.py", RESNET_CHAIN),
         ("src/pneumoflow/unet.py", UNET_CHAIN),
-        ("src/pneumoflow/evaluate.py", {"evaluate[unet]", "evaluate[resnet101]", "report", "all"}),
+        ("src/pneumoflow/evaluate.py", EVALUATION),
         ("src/pneumoflow/report.py", {"report", "all"}),
-        ("src/pneumoflow/masks.py", EVERYTHING - {"manifest", "qc_rejected"} - {f"dicom_to_jpg[{s}]" for s in SHARDS}),
+        ("src/pneumoflow/masks.py", EVERYTHING - {"manifest", "qc_rejected"} - DICOM_TO_JPG),
         ("src/pneumoflow/manifest.py", EVERYTHING),
         ("scripts/train_unet.py", UNET_CHAIN),
         ("envs/torch.yaml", RESNET_CHAIN),
