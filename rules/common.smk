@@ -1,23 +1,27 @@
 # Setup and small lookup functions shared by all rules.
-import json
 import os
-import sys
 import time
 from functools import cache
 from pathlib import Path
 
-# The package in src/ serves the Snakefile and every job, installed or not.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-
-from pneumoflow import provenance
+from pneumoflow import codeclosure, provenance
+from pneumoflow.canonical import canonical
 from pneumoflow.catalog import CLASSIFIERS, imagenet_name, weights_file
 from pneumoflow.ids import is_plain_id, shard_name, shard_of
 from pneumoflow.jobenv import export_src_path
 from pneumoflow.split import SPLITS
-from pneumoflow.tracking import TrackingSettings, end_parent_run, start_parent_run
+from pneumoflow.tracking import (
+    TrackingSettings,
+    end_parent_run,
+    export_settings,
+    start_parent_run,
+)
 
 export_src_path()
 provenance.export(workflow.basedir, config)
+# MLflow settings reach the jobs through the environment, not as params: where runs are
+# logged does not change a result, so switching them reruns nothing.
+export_settings(config["mlflow"])
 
 RESULTS = "results"
 # Generated input data, like a download: kept apart from the derived results/.
@@ -131,12 +135,18 @@ def get_array_sizes():
 ALL_MODELS = ["unet", *CLASSIFIERS, "baseline"]
 
 
+def model_names():
+    """Every configured model, ALL_MODELS first: the same order whatever the config's."""
+    known = [m for m in ALL_MODELS if m in config["models"]]
+    return known + sorted(set(config["models"]) - set(ALL_MODELS))
+
+
 def skipped_models():
     """{model: why it does not run} for the report."""
     skipped = {
         name: f"disabled in config (models.{name}.enabled: false)"
-        for name, section in config["models"].items()
-        if not section["enabled"]
+        for name in model_names()
+        if not config["models"][name]["enabled"]
     }
     if IMAGEFOLDER and config["models"]["unet"]["enabled"]:
         skipped["unet"] = (
@@ -147,7 +157,7 @@ def skipped_models():
 
 
 def enabled_models():
-    return [name for name in config["models"] if name not in skipped_models()]
+    return [name for name in model_names() if name not in skipped_models()]
 
 
 def get_arrays(model, split):
@@ -156,16 +166,38 @@ def get_arrays(model, split):
     return expand(f"{RESULTS}/arrays/{size}px/{split}/{{shard}}.npz", shard=SHARDS)
 
 
-def canonical(section, drop=()):
-    """A config section as sorted JSON: key order in a config file must not rerun a job."""
-    return json.dumps(
-        {k: v for k, v in section.items() if k not in drop}, sort_keys=True
-    )
+# Keys of models.<model> that do not change a trained model: the switch and job resources.
+NEUTRAL_MODEL_KEYS = ("enabled", "gpus", "threads")
 
 
 def get_training_settings(model):
-    """models.<model> without the switch and the job resources (they do not change the result)."""
-    return canonical(config["models"][model], drop=("enabled", "gpus", "threads"))
+    """models.<model> as canonical JSON, without the keys that do not change the result."""
+    return canonical(config["models"][model], drop=NEUTRAL_MODEL_KEYS)
+
+
+def get_code(script, env):
+    """Digest of scripts/<script>, every package module it reaches and envs/<env>.yaml: a
+    rule's `code` param, so that an edit anywhere in that code or software env reruns the
+    rule (Snakemake sees only the script, and the env only under --sdm conda)."""
+    base = Path(workflow.basedir)
+    return codeclosure.code_digest(
+        base / "scripts" / script, extra=(base / "envs" / f"{env}.yaml",)
+    )
+
+
+def get_evaluation_code(wildcards):
+    env = Path(get_evaluation_env(wildcards)).stem
+    return get_code("evaluate.py", env)
+
+
+def get_result_config():
+    """The config without what does not change results (mlflow, job resources), as
+    canonical JSON: what the report shows."""
+    models = {
+        name: {k: v for k, v in section.items() if k not in NEUTRAL_MODEL_KEYS[1:]}
+        for name, section in config["models"].items()
+    }
+    return canonical({**config, "models": models}, drop=("mlflow",))
 
 
 def get_weights(model):
@@ -180,7 +212,9 @@ def get_weights(model):
     if path is None or not config["models"][model]["enabled"]:
         return []
     if not path.is_file() and imagenet_name(model, weights) is not None:
-        from pneumoflow.classifiers import ensure_weights  # torch: only when a download is due
+        from pneumoflow.classifiers import (
+            ensure_weights,
+        )  # torch: only when a download is due
 
         ensure_weights(model, weights)
     if not path.is_file():

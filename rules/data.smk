@@ -12,6 +12,7 @@ rule synthetic_sample:
     conda:
         "../envs/preprocess.yaml"
     params:
+        code=get_code("synthetic_sample.py", "preprocess"),
         n=config["data"]["synthetic"]["n_images"],
         seed=config["data"]["synthetic"]["seed"],
         size=config["data"]["synthetic"]["image_size"],
@@ -19,16 +20,30 @@ rule synthetic_sample:
         "../scripts/synthetic_sample.py"
 
 
+# The manifest is a checkpoint, and so are the shard jobs: after each, Snakemake
+# re-evaluates what is left to do, and a downstream job whose inputs were rewritten
+# with the same content (its recorded checksums) does not run. So a changed image
+# reruns its shard only (README, Reruns).
+
+
 # The manifest of an ImageFolder tree: split and label from the folders, no boxes.
 if IMAGEFOLDER:
 
-    rule manifest:
+    checkpoint manifest:
         input:
             images=get_dicoms,
         output:
             manifest=f"{RESULTS}/manifest.tsv",
             boxes=f"{RESULTS}/boxes.tsv",
             rejected=f"{RESULTS}/qc/manifest_rejected.tsv",
+            # each shard's rows (and each shard x split's): what the shard jobs read
+            shards=expand(f"{RESULTS}/manifest/{{shard}}.tsv", shard=SHARDS),
+            shard_boxes=expand(f"{RESULTS}/boxes/{{shard}}.tsv", shard=SHARDS),
+            splits=expand(
+                f"{RESULTS}/manifest/{{shard}}.{{split}}.tsv",
+                shard=SHARDS,
+                split=SPLITS,
+            ),
         log:
             main="logs/manifest/manifest.log",
             rejected="logs/manifest/rejected.tsv",
@@ -37,8 +52,9 @@ if IMAGEFOLDER:
         conda:
             "../envs/preprocess.yaml"
         params:
+            code=get_code("imagefolder_manifest.py", "preprocess"),
             root=get_data_dir(),
-            classes=config["data"]["imagefolder_classes"],
+            classes=canonical(config["data"]["imagefolder_classes"]),
             shards=N_SHARDS,
             max_rejected_fraction=config["qc"]["max_rejected_fraction"],
         script:
@@ -46,7 +62,7 @@ if IMAGEFOLDER:
 
 else:
 
-    rule manifest:
+    checkpoint manifest:
         input:
             labels=f"{get_data_dir()}/stage_2_train_labels.csv",
             classes=f"{get_data_dir()}/stage_2_detailed_class_info.csv",
@@ -55,6 +71,14 @@ else:
             manifest=f"{RESULTS}/manifest.tsv",
             boxes=f"{RESULTS}/boxes.tsv",
             rejected=f"{RESULTS}/qc/manifest_rejected.tsv",
+            # each shard's rows (and each shard x split's): what the shard jobs read
+            shards=expand(f"{RESULTS}/manifest/{{shard}}.tsv", shard=SHARDS),
+            shard_boxes=expand(f"{RESULTS}/boxes/{{shard}}.tsv", shard=SHARDS),
+            splits=expand(
+                f"{RESULTS}/manifest/{{shard}}.{{split}}.tsv",
+                shard=SHARDS,
+                split=SPLITS,
+            ),
         log:
             main="logs/manifest/manifest.log",
             # kept when the rule fails on too many refusals (outputs are removed then)
@@ -64,22 +88,27 @@ else:
         conda:
             "../envs/preprocess.yaml"
         params:
+            code=get_code("manifest.py", "preprocess"),
             dicom_dir=get_train_image_dir(),
             shards=N_SHARDS,
-            split=config["split"],
+            val_fraction=config["split"]["val_fraction"],
+            test_fraction=config["split"]["test_fraction"],
+            split_seed=config["split"]["seed"],
             max_images=config["data"]["max_images"],
             max_rejected_fraction=config["qc"]["max_rejected_fraction"],
         script:
             "../scripts/manifest.py"
 
 
-rule dicom_to_jpg:
+checkpoint dicom_to_jpg:
     input:
-        manifest=rules.manifest.output.manifest,
+        manifest=f"{RESULTS}/manifest/{{shard}}.tsv",
         dicoms=get_dicoms,
     output:
         jpg=directory(f"{RESULTS}/jpg/{{shard}}"),
         rejected=f"{RESULTS}/qc/dicom_to_jpg/{{shard}}.tsv",
+        # per split: sha256 of each JPG (or its refusal), what the arrays jobs watch
+        index=expand(f"{RESULTS}/index/jpg/{{{{shard}}}}.{{split}}.tsv", split=SPLITS),
     log:
         "logs/dicom_to_jpg/{shard}.log",
     benchmark:
@@ -87,6 +116,7 @@ rule dicom_to_jpg:
     conda:
         "../envs/preprocess.yaml"
     params:
+        code=get_code("dicom_to_jpg.py", "preprocess"),
         dicom_dir=get_train_image_dir(),
         source=config["data"]["source"],
         root=get_data_dir(),
@@ -94,28 +124,34 @@ rule dicom_to_jpg:
         "../scripts/dicom_to_jpg.py"
 
 
-rule masks:
+checkpoint masks:
     input:
-        manifest=rules.manifest.output.manifest,
-        boxes=rules.manifest.output.boxes,
+        manifest=f"{RESULTS}/manifest/{{shard}}.tsv",
+        boxes=f"{RESULTS}/boxes/{{shard}}.tsv",
     output:
         masks=directory(f"{RESULTS}/masks/{{shard}}"),
+        index=expand(f"{RESULTS}/index/masks/{{{{shard}}}}.{{split}}.tsv", split=SPLITS),
     log:
         "logs/masks/{shard}.log",
     benchmark:
         "logs/benchmarks/masks/{shard}.tsv"
     conda:
         "../envs/preprocess.yaml"
+    params:
+        code=get_code("masks.py", "preprocess"),
     script:
         "../scripts/masks.py"
 
 
 rule arrays:
     input:
-        manifest=rules.manifest.output.manifest,
-        jpg=rules.dicom_to_jpg.output.jpg,
-        refused=rules.dicom_to_jpg.output.rejected,
-        masks=rules.masks.output.masks,
+        manifest=f"{RESULTS}/manifest/{{shard}}.{{split}}.tsv",
+        jpg_index=f"{RESULTS}/index/jpg/{{shard}}.{{split}}.tsv",
+        mask_index=f"{RESULTS}/index/masks/{{shard}}.{{split}}.tsv",
+        # read, but whether they changed for this split is their index's to say
+        jpg=ancient(rules.dicom_to_jpg.output.jpg),
+        refused=ancient(rules.dicom_to_jpg.output.rejected),
+        masks=ancient(rules.masks.output.masks),
     output:
         npz=f"{RESULTS}/arrays/{{size}}px/{{split}}/{{shard}}.npz",
     log:
@@ -124,6 +160,8 @@ rule arrays:
         "logs/benchmarks/arrays/{size}px/{split}/{shard}.tsv"
     conda:
         "../envs/preprocess.yaml"
+    params:
+        code=get_code("arrays.py", "preprocess"),
     script:
         "../scripts/arrays.py"
 
@@ -138,5 +176,7 @@ rule qc_rejected:
         "logs/qc_rejected.log",
     conda:
         "../envs/preprocess.yaml"
+    params:
+        code=get_code("qc_rejected.py", "preprocess"),
     script:
         "../scripts/qc_rejected.py"

@@ -30,7 +30,7 @@ rule evaluate:
     resources:
         mem_mb=6000,
     params:
-        mlflow=canonical(config["mlflow"]),
+        code=get_evaluation_code,
         threshold=config["evaluate"]["threshold"],
     script:
         "../scripts/evaluate.py"
@@ -49,7 +49,7 @@ rule postprocess:
     resources:
         mem_mb=4000,
     params:
-        mlflow=canonical(config["mlflow"]),
+        code=get_code("postprocess.py", "tensorflow"),
         gate_with=get_gate_classifier(),
     script:
         "../scripts/postprocess.py"
@@ -69,9 +69,10 @@ rule report:
     conda:
         "../envs/report.yaml"
     params:
+        code=get_code("report.py", "report"),
         models=enabled_models(),
         skipped=skipped_models(),
-        config=config,
+        config=get_result_config(),
     script:
         "../scripts/report.py"
 
@@ -91,6 +92,7 @@ rule submission:
     resources:
         mem_mb=6000,
     params:
+        code=get_code("submission.py", "tensorflow"),
         image_dir=get_test_image_dir(),
         gate_with=get_gate_classifier(),
     script:

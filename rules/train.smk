@@ -33,9 +33,9 @@ for model in CLASSIFIERS:
             gpu=config["models"][model]["gpus"],
             mem_mb=8000,
         params:
+            code=get_code("train_classifier.py", "torch"),
             model=model,
             settings=get_training_settings(model),
-            mlflow=canonical(config["mlflow"]),
             split_seed=config["split"]["seed"],
             data_source=config["data"]["source"],
             # outside the outputs, which Snakemake deletes before a rerun
@@ -76,8 +76,8 @@ rule train_unet:
         gpu=config["models"]["unet"]["gpus"],
         mem_mb=6000,
     params:
+        code=get_code("train_unet.py", "tensorflow"),
         settings=get_training_settings("unet"),
-        mlflow=canonical(config["mlflow"]),
         split_seed=config["split"]["seed"],
         data_source=config["data"]["source"],
         backup_dir=f"{RESULTS}/checkpoints/unet",
@@ -101,8 +101,8 @@ rule train_baseline:
     resources:
         mem_mb=2000,
     params:
+        code=get_code("train_baseline.py", "torch"),
         settings=get_training_settings("baseline"),
-        mlflow=canonical(config["mlflow"]),
         split_seed=config["split"]["seed"],
         data_source=config["data"]["source"],
     script:

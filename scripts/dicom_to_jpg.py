@@ -3,6 +3,7 @@ from pneumoflow.logs import to_file
 to_file(snakemake.log[0])
 
 from pneumoflow import convert, imagefolder
+from pneumoflow.shardtables import write_index
 
 if snakemake.params.source == "imagefolder":
     source_dir, convert_shard = snakemake.params.root, imagefolder.convert_shard
@@ -14,4 +15,7 @@ convert_shard(
     source_dir,
     snakemake.output.jpg,
     snakemake.output.rejected,
+)
+write_index(
+    snakemake.input.manifest, snakemake.output.jpg, ".jpg", snakemake.output.index, snakemake.output.rejected
 )

@@ -2,10 +2,10 @@ from pneumoflow.logs import to_file
 
 to_file(snakemake.log[0])
 
-import json
 from pathlib import Path
 
 from pneumoflow.evaluate import run_stage
+from pneumoflow.tracking import exported_section
 
 run_stage(
     snakemake.wildcards.model,
@@ -15,7 +15,7 @@ run_stage(
     boxes=snakemake.input.boxes,
     run_id_file=snakemake.input.run_id,
     out_dir=str(Path(snakemake.output.metrics).parent),
-    mlflow_section=json.loads(snakemake.params.mlflow),
+    mlflow_section=exported_section(),
     threshold=snakemake.params.threshold,
     postprocess_json=snakemake.input.get("postprocess"),
     gate_predictions=snakemake.input.get("gate"),

@@ -2,9 +2,9 @@ from pneumoflow.logs import to_file
 
 to_file(snakemake.log[0])
 
-import json
 
 from pneumoflow.postprocess import run_stage
+from pneumoflow.tracking import exported_section
 
 run_stage(
     model=snakemake.input.model,
@@ -16,5 +16,5 @@ run_stage(
     run_id_file=snakemake.input.run_id,
     out_json=snakemake.output.settings,
     sweep_csv=snakemake.output.sweep,
-    mlflow_section=json.loads(snakemake.params.mlflow),
+    mlflow_section=exported_section(),
 )

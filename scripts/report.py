@@ -2,6 +2,7 @@ from pneumoflow.logs import to_file
 
 to_file(snakemake.log[0])
 
+import json
 import os
 
 from pneumoflow.provenance import COMMIT_ENV
@@ -21,7 +22,7 @@ build_report(
     models,
     manifest=inputs.manifest,
     rejected=inputs.rejected,
-    config=snakemake.params.config,
+    config=json.loads(snakemake.params.config),
     commit=os.environ.get(COMMIT_ENV, "unknown"),
     out_html=snakemake.output.html,
     skipped=snakemake.params.skipped,

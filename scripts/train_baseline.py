@@ -6,6 +6,7 @@ import json
 
 from pneumoflow.baseline import run_stage
 from pneumoflow.provenance import run_tags
+from pneumoflow.tracking import exported_section
 
 run_stage(
     json.loads(snakemake.params.settings),
@@ -15,7 +16,8 @@ run_stage(
     model_out=snakemake.output.model,
     val_predictions_out=snakemake.output.val_predictions,
     run_id_out=snakemake.output.run_id,
-    mlflow_section=json.loads(snakemake.params.mlflow),
+    mlflow_section=exported_section(),
     tags=run_tags(snakemake.rule, snakemake.params.data_source),
     split_seed=snakemake.params.split_seed,
+    code=snakemake.params.code,
 )

@@ -5,6 +5,7 @@ to_file(snakemake.log[0])
 import json
 
 from pneumoflow.provenance import run_tags
+from pneumoflow.tracking import exported_section
 from pneumoflow.train_classifier import run_stage
 
 run_stage(
@@ -19,8 +20,9 @@ run_stage(
     val_predictions_out=snakemake.output.val_predictions,
     run_id_out=snakemake.output.run_id,
     checkpoint=snakemake.params.checkpoint,
-    mlflow_section=json.loads(snakemake.params.mlflow),
+    mlflow_section=exported_section(),
     tags=run_tags(snakemake.rule, snakemake.params.data_source),
     split_seed=snakemake.params.split_seed,
     threads=snakemake.threads,
+    code=snakemake.params.code,
 )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from pneumoflow.provenance import run_tags
+from pneumoflow.tracking import exported_section
 from pneumoflow.train_unet import run_stage
 
 run_stage(
@@ -16,8 +17,9 @@ run_stage(
     out_dir=str(Path(snakemake.output.model).parent),
     run_id_out=snakemake.output.run_id,
     backup_dir=snakemake.params.backup_dir,
-    mlflow_section=json.loads(snakemake.params.mlflow),
+    mlflow_section=exported_section(),
     tags=run_tags(snakemake.rule, snakemake.params.data_source),
     split_seed=snakemake.params.split_seed,
     threads=snakemake.threads,
+    code=snakemake.params.code,
 )

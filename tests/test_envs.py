@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.metadata as md
 import re
-import sys
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -13,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+
+from pneumoflow import codeclosure
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
@@ -63,7 +63,6 @@ def test_env_pins_agree_with_pyproject(env):
 
 # --- every third-party module a rule's code imports is provided by the rule's env ---
 
-SRC = REPO / "src"
 # Envs a rule picks with a function (evaluate: the U-Net's or the classifiers' env).
 ENV_FUNCTIONS = {"get_evaluation_env": ("tensorflow.yaml", "torch.yaml")}
 
@@ -72,7 +71,7 @@ def _rule_blocks() -> dict[str, str]:
     """{rule name: its text} for every rule in rules/*.smk (loop rules by their `name:`)."""
     blocks = {}
     for smk in sorted((REPO / "rules").glob("*.smk")):
-        for block in re.split(r"^\s*rule\b", smk.read_text(), flags=re.M)[1:]:
+        for block in re.split(r"^\s*(?:rule|checkpoint)\b(?=\s*\w*:)", smk.read_text(), flags=re.M)[1:]:
             named = re.match(r"\s*(\w+):", block) or re.search(r'name:\s*f?"([\w{}]+)"', block)
             name = named.group(1)
             # a rule defined per data source (manifest) appears twice
@@ -87,45 +86,10 @@ def _rule_envs_and_script(block: str) -> tuple[tuple[str, ...], Path]:
     return envs, REPO / script
 
 
-def _imports(path: Path) -> list[tuple[str, bool]]:
-    """(imported module, imported inside a function?) for each import statement of a file."""
-    found = []
-
-    def visit(node: ast.AST, lazy: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            inner = lazy or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
-            if isinstance(child, ast.Import):
-                found.extend((alias.name, lazy) for alias in child.names)
-            elif isinstance(child, ast.ImportFrom):
-                base = "pneumoflow" if child.level else child.module
-                found.append((base, lazy))
-                found.extend((f"{base}.{alias.name}", lazy) for alias in child.names)
-            visit(child, inner)
-
-    visit(ast.parse(path.read_text()), False)
-    return found
-
-
 def third_party_imports(script: Path) -> dict[str, bool]:
     """{top-level third-party module: only ever imported lazily?} for a script and the
-    pneumoflow modules it reaches, followed transitively."""
-    result: dict[str, bool] = {}
-    todo, seen = [(script, False)], set()
-    while todo:
-        path, lazy = todo.pop()
-        if (path, lazy) in seen:
-            continue
-        seen.add((path, lazy))
-        for module, inner in _imports(path):
-            inner = lazy or inner
-            top = module.split(".")[0]
-            if top == "pneumoflow":
-                target = SRC / (module.replace(".", "/") + ".py")
-                if target.is_file():
-                    todo.append((target, inner))
-            elif top not in sys.stdlib_module_names and top != "__future__":
-                result[top] = result.get(top, True) and inner
-    return result
+    pneumoflow modules it reaches, followed transitively (the closure the rules hash)."""
+    return codeclosure.walk(script)[1]
 
 
 def _normalise(name: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pneumoflow import arrays, metrics, tracking
+from pneumoflow import arrays, codeclosure, metrics, tracking
 from pneumoflow.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -87,8 +86,10 @@ def run_stage(
     mlflow_section: dict,
     tags: dict[str, str],
     split_seed: int,
+    code: str | None = None,
 ) -> str | None:
-    """The train_baseline rule: fit on train, choose the threshold on val, track in MLflow."""
+    """The train_baseline rule: fit on train, choose the threshold on val, track in MLflow.
+    `code`: the rule's code digest (default: of this module's closure)."""
     cfg = BaselineConfig.from_config(section)
     train = arrays.load_arrays(train_npz, keys=("images", "labels"))
     val = arrays.load_arrays(val_npz, keys=("images", "labels", "patient_ids"))
@@ -99,7 +100,8 @@ def run_stage(
         split_seed=split_seed,
         data_files=[*train_npz, *val_npz],
         manifest=manifest,
-        code_modules=[sys.modules[__name__]],
+        code=code or codeclosure.code_digest(__file__),
+        libraries=["scikit-learn", "opencv-python-headless", "numpy"],
         counts={"n_train": len(train["labels"]), "n_val": len(val["labels"])},
     )
 

@@ -2,8 +2,9 @@
 
 One experiment; one run per model per training, named after the model, grouped
 under a parent run per `snakemake` invocation; a run cache keyed by a
-fingerprint of (stage config, input data, stage code) so finished work is
-restored instead of redone.
+fingerprint of (stage config, input data, stage code closure, library versions)
+so finished work is restored instead of redone. The resume checkpoints carry
+the same fingerprint.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "PNEUMOFLOW_PARENT_RUN_ID"
+SETTINGS_ENV = "PNEUMOFLOW_MLFLOW"  # the mlflow: config section, as JSON
 FINGERPRINT_TAG = "pneumoflow.fingerprint"
 OUTPUTS = "outputs"  # artifact folder holding a stage's output files, restored by the cache
 
@@ -45,10 +47,25 @@ class TrackingSettings:
     def from_config(cls, section: Mapping) -> TrackingSettings:
         return cls(**section)
 
+    @classmethod
+    def exported(cls) -> TrackingSettings:
+        return cls.from_config(exported_section())
+
     @property
     def uri(self) -> str:
         """MLFLOW_TRACKING_URI when set, else the configured URI."""
         return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
+
+
+def export_settings(section: Mapping) -> None:
+    """Hand the `mlflow:` section to every job through the environment (the Snakefile does,
+    on every parse). Not a rule param: where runs are logged does not change a result."""
+    os.environ[SETTINGS_ENV] = json.dumps(dict(section), sort_keys=True)
+
+
+def exported_section() -> dict:
+    """The `mlflow:` section export_settings handed on ({}: the defaults)."""
+    return json.loads(os.environ.get(SETTINGS_ENV) or "{}")
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -181,6 +198,21 @@ def restore_outputs(client, run_id: str, outputs: Mapping[str, str | Path]) -> N
             shutil.copyfile(local / name, path)
 
 
+def _restored(client, run_id: str, outputs: Mapping[str, str | Path]) -> bool:
+    """Restore a cached run's outputs; False, with a warning, when its artifacts are gone
+    (e.g. results/mlartifacts deleted to free disk, mlflow.db kept): the caller trains."""
+    try:
+        restore_outputs(client, run_id, outputs)
+    except Exception as exc:  # missing folder, missing file, unreachable artifact store
+        log.warning(
+            "MLflow run %s has the same fingerprint but its outputs cannot be restored "
+            "(%s: %s); training anew",
+            run_id, type(exc).__name__, str(exc)[:300],
+        )  # fmt: skip
+        return False
+    return True
+
+
 class ModelRun:
     """One MLflow run, opened explicitly; every method is a no-op without a client.
 
@@ -276,34 +308,37 @@ class ModelRun:
                 self.client.log_artifacts(self.run_id, tmp, OUTPUTS)
 
 
-def code_version(*modules) -> str:
-    """Hash of the source files of `modules`: any edit to a stage's code changes it."""
-    return hash_files(Path(m.__file__) for m in modules)[:16]
-
-
 def stage_identity(
     config: Mapping,
     *,
     split_seed: int,
     data_files: list,
     manifest: str | Path,
-    code_modules: list,
+    code: str,
+    libraries: list[str],
     inputs: Mapping[str, str] | None = None,
     counts: Mapping[str, int] | None = None,
 ) -> tuple[dict, dict]:
     """(fingerprint parts, MLflow params) of a training stage.
 
     The fingerprint covers what decides the result: the stage config, split seed,
-    input arrays, extra `inputs` hashes (e.g. a weights file) and the stage code.
-    The params add the manifest hash and the image `counts` for the UI.
+    input arrays, extra `inputs` hashes (e.g. a weights file), the stage's code
+    (`code`: codeclosure.code_digest of its script, the rule's `code` param) and the
+    installed versions of `libraries`. The run cache and the resume checkpoints are
+    both keyed by fingerprint(parts). The params add the manifest hash and the image
+    `counts` for the UI.
     """
+    from pneumoflow.canonical import canonical_numbers, library_versions
+
     data_hash = hash_files(data_files)[:16]
     inputs = dict(inputs or {})
+    versions = library_versions(libraries)
     parts = {
-        "config": dict(config),
+        "config": canonical_numbers(json.loads(json.dumps(dict(config), default=str))),
         "split_seed": split_seed,
         "data": data_hash,
-        "code": code_version(*code_modules),
+        "code": code,
+        "libraries": versions,
         **inputs,
     }
     params = {
@@ -311,6 +346,8 @@ def stage_identity(
         "split_seed": split_seed,
         "manifest_hash": hash_files([manifest])[:16],
         "data_hash": data_hash,
+        "code_hash": code,
+        **{f"{k}_version": v for k, v in versions.items()},
         **{f"{k}_hash": v for k, v in inputs.items()},
         **(counts or {}),
     }
@@ -342,8 +379,7 @@ def run_tracked(
     exp_id = experiment_id(client, settings) if client else None
     fp = fingerprint(fingerprint_parts)
     cached = find_cached_run(client, exp_id, fp) if client and settings.reuse_runs else None
-    if cached is not None:
-        restore_outputs(client, cached.info.run_id, outputs)
+    if cached is not None and _restored(client, cached.info.run_id, outputs):
         log.info(
             "restored outputs from MLflow run %s (same fingerprint %s): not retrained",
             cached.info.run_id,

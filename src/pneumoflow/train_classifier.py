@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pneumoflow import arrays, catalog, classifier_inference, classifiers, metrics, plots, torchdata, tracking
+from pneumoflow import (
+    arrays,
+    catalog,
+    classifier_inference,
+    classifiers,
+    codeclosure,
+    metrics,
+    plots,
+    torchdata,
+    tracking,
+)
 from pneumoflow.atomic import atomic_path
 from pneumoflow.diskrows import DiskRows, save_rows
 
@@ -433,8 +442,13 @@ def run_stage(
     tags: dict[str, str],
     split_seed: int,
     threads: int = 1,
+    code: str | None = None,
 ) -> str | None:
     """The train_<name> rule: train (or restore from the MLflow run cache) one classifier.
+
+    `code` is the rule's code digest (codeclosure.code_digest of its script; default: of
+    this module's closure); with the settings, data and library versions it makes the one
+    fingerprint that keys both the run cache and the resume checkpoint.
 
     Logs params (the stage config, split seed, image size, manifest / data /
     weights hashes, the head and the threshold), per-epoch metrics, history, curves and the
@@ -457,7 +471,8 @@ def run_stage(
         split_seed=split_seed,
         data_files=[*train_npz, *val_npz],
         manifest=manifest,
-        code_modules=[classifiers, torchdata, sys.modules[__name__]],
+        code=code or codeclosure.code_digest(__file__),
+        libraries=["torch", "torchvision", "numpy"],
         inputs={"weights": weights_hash},
         counts={"n_train": len(train[1]), "n_val": len(val[1])},
     )

@@ -9,14 +9,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pneumoflow import plots, tracking, unet
+from pneumoflow import codeclosure, plots, tracking, unet
 from pneumoflow.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -127,8 +126,13 @@ def fit(
     backup_dir,
     run,
     threads=1,
+    fingerprint="",
 ):
-    """Train; keep the best-val-loss model at `model_out`; return the history table."""
+    """Train; keep the best-val-loss model at `model_out`; return the history table.
+
+    Resumes from the training state in `backup_dir` only when it was written under the same
+    `fingerprint` (settings, data, code, library versions); any other state is discarded.
+    """
     import keras
 
     _configure_tensorflow(threads, cfg.mixed_precision)
@@ -147,7 +151,10 @@ def fit(
     # when a job dies): the epoch backup, the best model so far and the epoch log.
     state = Path(backup_dir)
     best_path, csv_path, restore_dir = state / "best.keras", state / "history.csv", state / "restore"
-    resuming = restore_dir.exists() and csv_path.exists()
+    fingerprint_path = state / "fingerprint.txt"
+    resuming = restore_dir.exists() and csv_path.exists() and _same_fingerprint(fingerprint_path, fingerprint)
+    if restore_dir.exists() and not resuming:
+        log.info("ignoring the training state in %s: it belongs to other settings, data or code", state)
     threshold = None
     if resuming:
         threshold = float(pd.read_csv(csv_path).val_loss.min())
@@ -157,6 +164,7 @@ def fit(
     else:
         shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
+    fingerprint_path.write_text(fingerprint)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(restore_dir), delete_checkpoint=True),
         keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True),
@@ -182,6 +190,10 @@ def fit(
     return history.rename(columns=_phase_names)
 
 
+def _same_fingerprint(path: Path, fingerprint: str) -> bool:
+    return path.is_file() and path.read_text() == fingerprint
+
+
 def _phase_names(logs):
     """Keras names (loss, val_dice_coefficient) -> paired names (train_loss, val_dice)."""
     rename = lambda k: k.replace("dice_coefficient", "dice")  # noqa: E731
@@ -203,8 +215,12 @@ def run_stage(
     tags: dict[str, str],
     split_seed: int,
     threads: int = 1,
+    code: str | None = None,
 ) -> str | None:
     """The train_unet rule: train (or restore from the MLflow run cache) the U-Net.
+
+    `code` is the rule's code digest (default: of this module's closure); the run cache
+    and the resume state in `backup_dir` are keyed by the same fingerprint.
 
     Writes model.keras, history.csv, loss.png and dice.png to `out_dir`
     (TensorBoard logs under out_dir/tensorboard).
@@ -220,7 +236,8 @@ def run_stage(
         split_seed=split_seed,
         data_files=[*train_npz, *val_npz],
         manifest=manifest,
-        code_modules=[unet, sys.modules[__name__]],
+        code=code or codeclosure.code_digest(__file__),
+        libraries=["tensorflow", "tensorflow-cpu", "keras", "numpy"],
         counts={"n_train": n_train, "n_train_positive": n_train_positive, "n_val": n_val},
     )
 
@@ -235,6 +252,7 @@ def run_stage(
             backup_dir=backup_dir,
             run=run,
             threads=threads,
+            fingerprint=tracking.fingerprint(parts),
         )
         plots.plot_curves(history, ["loss"], outputs["loss.png"], "U-Net: Dice loss")
         plots.plot_curves(history, ["dice", "mean_iou"], outputs["dice.png"], "U-Net: Dice and mean IoU")
