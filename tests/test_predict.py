@@ -11,10 +11,15 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, score_cli
+import torch
+from conftest import score_cli
 
+# PyTorch (and torchvision) before TensorFlow: with these wheels the other order crashes the
+# process (a later torchvision import segfaults once Keras is loaded)
+import pneumoflow.classifier_inference  # noqa: F401
 from pneumoflow import metrics
 from pneumoflow.images import read_grayscale
+from pneumoflow.postprocess import PostProcess
 from pneumoflow.predict import Models, predict_images
 
 BOX = re.compile(r"^(\S+ \S+ \S+ \S+ \S+)( \S+ \S+ \S+ \S+ \S+)*$")
@@ -31,14 +36,68 @@ class SquareUNet:
         return out
 
 
+class Brightness(torch.nn.Module):
+    """Stands in for a classifier: pneumonia logit = the image's mean ImageNet-normalized value
+    (dark images about 0.15, bright ones about 0.85)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = x.mean((1, 2, 3))
+        return torch.stack([torch.zeros_like(score), score], 1)
+
+
 @pytest.mark.parametrize(("rows", "cols"), [(1024, 1024), (600, 400), (256, 512)])
 def test_boxes_come_back_in_each_images_own_frame(make_dicom, rows, cols):
     path = make_dicom(np.full((rows, cols), 90, np.uint8), "odd", jpeg=True)
-    table, maps = predict_images([path], Models(unet=SquareUNet()), threshold=0.5)
+    table, maps = predict_images([path], Models(unet=SquareUNet()))
     (conf, x, y, w, h), *rest = metrics.parse_prediction_string(table.PredictionString[0])
     assert not rest and conf == pytest.approx(0.9)
     assert (x, y, w, h) == pytest.approx((8 * cols / 32, 4 * rows / 32, 8 * cols / 32, 8 * rows / 32))
     assert (table.rows[0], table.cols[0]) == (rows, cols) and maps["odd"].shape == (rows, cols)
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(0.5, [0, 1]), (0.95, [0, 0]), (0.1, [1, 1])])
+def test_classifier_calls_at_its_saved_threshold(make_dicom, threshold, expected):
+    paths = [make_dicom(np.full((64, 64), v, np.uint8), pid) for v, pid in ((20, "dark"), (235, "bright"))]
+    models = Models(classifiers={"vgg16": (Brightness(), 32)}, thresholds={"vgg16": threshold})
+    table, maps = predict_images(paths, models)
+    probs = table.vgg16_probability.to_numpy()
+    assert probs[0] < 0.5 < probs[1]  # the stand-in works as documented
+    assert list(table.vgg16_pneumonia) == expected
+    assert "PredictionString" not in table and maps == {}
+
+
+def test_boxes_are_gated_on_the_tuned_classifier(make_dicom):
+    """postprocess.json's gate: an image the gate classifier calls unlikely gets no boxes; the
+    others' confidences are scaled by its probability."""
+    paths = [make_dicom(np.full((64, 64), v, np.uint8), pid) for v, pid in ((20, "dark"), (235, "bright"))]
+    models = Models(
+        unet=SquareUNet(),
+        classifiers={"vgg16": (Brightness(), 32)},
+        thresholds={"vgg16": 0.5},
+        postprocess=PostProcess(threshold=0.5, gate=0.5),
+        gate_with="vgg16",
+    )
+    table, _ = predict_images(paths, models)
+    assert table.PredictionString[0] == ""
+    ((conf, *box),) = metrics.parse_prediction_string(table.PredictionString[1])
+    assert conf == pytest.approx(0.9 * table.vgg16_probability[1], abs=1e-4)
+    assert box == pytest.approx([16, 8, 16, 16])  # 8..15 x 4..11 of 32 px, in the 64 px frame
+    ungated, _ = predict_images(paths, Models(unet=SquareUNet()))
+    assert all(ungated.PredictionString != "")
+
+
+def test_saved_models_bring_their_size_and_threshold(tmp_path):
+    from pneumoflow.classifiers import build_classifier
+    from pneumoflow.train_classifier import ClassifierConfig, save_model
+
+    model, kind = build_classifier("vgg16", None)
+    (tmp_path / "vgg16").mkdir()
+    save_model(tmp_path / "vgg16/model.pt", model, ClassifierConfig("vgg16", img_size=48), kind, 0.37)
+    models = Models.load(tmp_path)
+    assert models.names() == ["vgg16"] and models.thresholds == {"vgg16": 0.37}
+    assert models.classifiers["vgg16"][1] == 48
+    with pytest.raises(ValueError, match="no trained model in .*run the pipeline first"):
+        Models.load(tmp_path / "vgg16")
 
 
 def test_unreadable_image_is_named(tmp_path):
@@ -66,8 +125,7 @@ def test_predict_cli_on_dicom_jpg_and_png(tiny_run, tmp_path):
     out = tmp_path / "predictions.csv"
     result = _predict_cli(
         *dicoms, tmp_path / "as_png.png", tmp_path / "as_jpg.jpg",
-        "--models", tiny_run / "results/models", "--out", out, "--config", TINY,
-        "--overlays", tmp_path / "overlays",
+        "--models", tiny_run / "results/models", "--out", out, "--overlays", tmp_path / "overlays",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     table = pd.read_csv(out, keep_default_na=False)
@@ -78,6 +136,8 @@ def test_predict_cli_on_dicom_jpg_and_png(tiny_run, tmp_path):
     # size (at most 4 grey levels apart, see benchmarks/bench_arrays.py): the models agree closely
     for column in ("vgg16_probability", "resnet101_probability", "unet_probability"):
         assert table[column][2] == pytest.approx(table[column][0], abs=0.01)
+    for column in ("vgg16_pneumonia", "resnet101_pneumonia"):
+        assert set(table[column]) <= {0, 1}, column
     assert all(s == "" or BOX.match(s) for s in table.PredictionString)
     overlays = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))
     assert overlays == sorted(f"{s}.png" for s in table.patientId)
@@ -87,7 +147,7 @@ def test_predict_cli_on_dicom_jpg_and_png(tiny_run, tmp_path):
 @pytest.mark.e2e
 def test_predict_cli_without_models_says_what_to_do(tmp_path, sample_dir):
     dicom = next((sample_dir / "stage_2_train_images").glob("*.dcm"))
-    result = _predict_cli(dicom, "--models", tmp_path, "--config", TINY)
+    result = _predict_cli(dicom, "--models", tmp_path)
     assert result.returncode == 1
     assert "no trained model in" in result.stderr and "run the pipeline first" in result.stderr
 
@@ -111,7 +171,16 @@ def test_submission_for_the_test_split_scores_as_evaluate(tiny_run, tmp_path):
     for pid in manifest.patientId[manifest.split == "test"]:
         (folder / f"{pid}.dcm").symlink_to(tiny_run / f"data/synthetic/stage_2_train_images/{pid}.dcm")
     out = tmp_path / "submission.csv"
-    write_submission(folder, tiny_run / "results/models/unet/model.keras", out, threshold=0.5)
+    models = tiny_run / "results/models"
+    tuned = json.loads((models / "unet/postprocess.json").read_text())
+    gate = tuned["gate_with"]
+    gate_model = (
+        None if gate is None else models / gate / ("model.json" if gate == "baseline" else "model.pt")
+    )
+    write_submission(
+        folder, models / "unet/model.keras", out, postprocess_json=models / "unet/postprocess.json",
+        gate_with=gate, gate_model=gate_model,
+    )  # fmt: skip
     ours = pd.read_csv(out, keep_default_na=False).set_index("patientId")
     evaluated = pd.read_csv(tiny_run / "results/eval/unet/predictions.csv", keep_default_na=False)
     for row in evaluated.itertuples():

@@ -222,13 +222,19 @@ def test_disk_full_during_a_shard_leaves_no_partial_output(tiny_disk, tmp_path):
 
 def test_disk_full_during_a_training_checkpoint_names_the_file(tiny_disk, tmp_path):
     """torch.save on a full disk raises an opaque RuntimeError; the user gets ENOSPC and the path."""
+    import torch
+    import torchvision
     from conftest import RecordingRun
 
     from pneumoflow.train_classifier import ClassifierConfig, fit
 
     rng = np.random.default_rng(0)
     split = (rng.integers(0, 255, (8, 32, 32), dtype=np.uint8), np.arange(8, dtype=np.uint8) % 2)
-    cfg = ClassifierConfig("resnet101", img_size=32, epochs=1, batch_size=8)  # 170 MB of weights
+    # the seed's ResNet101 head (2048 -> 128 -> 2) is 1 MB of weights, more than the disk holds;
+    # the weights file stands in for ImageNet's and lives off the small disk
+    weights = tmp_path / "resnet101.pth"
+    torch.save(torchvision.models.resnet101().state_dict(), weights)
+    cfg = ClassifierConfig("resnet101", img_size=32, weights=str(weights), epochs=1, batch_size=8)
     with pytest.raises(OSError, match=f"No space left on device writing {tiny_disk}/") as caught:
         fit(cfg, split, split, model_out=tmp_path / "m.pt", checkpoint=tiny_disk / "ck.pt",
             run=RecordingRun(), fingerprint="fp")  # fmt: skip

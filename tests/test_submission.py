@@ -1,9 +1,16 @@
-"""`pneumoflow score` on a small hand-worked submission."""
+"""`pneumoflow score` on a small hand-worked submission; write_submission's post-processing."""
 
+import json
+
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import score_cli
 
-from pneumoflow.submission import score_submission
+# PyTorch before TensorFlow: with these wheels the other order crashes the process
+import pneumoflow.classifier_inference  # noqa: F401
+from pneumoflow import metrics, unet_inference
+from pneumoflow.submission import score_submission, write_submission
 
 LABELS = """patientId,x,y,width,height,Target
 a,0,0,100,10,1
@@ -50,3 +57,54 @@ def test_unknown_patient_and_bad_string_are_named(files, tmp_path):
         score_submission(tmp_path / "bad2.csv", labels)
     out = score_cli(tmp_path / "bad2.csv", labels)
     assert out.returncode == 1 and "groups of 5" in out.stderr
+
+
+class SquareUNet:
+    """Stands in for the Keras U-Net: opacity 0.9 on columns 8-15 x rows 4-11 of a 32 px input."""
+
+    input_shape = (None, 32, 32, 1)
+
+    def predict(self, x, batch_size, verbose):
+        out = np.zeros((len(x), 32, 32, 2), np.float32)
+        out[:, 4:12, 8:16, 1] = 0.9
+        return out
+
+
+# the baseline as JSON numbers: 2x2 pixels, probability ~0 for dark images, ~1 for bright ones
+BRIGHTNESS_BASELINE = {"pixels": 2, "img_size": 32, "C": 0.1, "mean": [0.0] * 4, "scale": [1.0] * 4,
+                       "coef": [5.0] * 4, "intercept": -10.0, "threshold": 0.5}  # fmt: skip
+
+
+@pytest.mark.parametrize(("gate", "dark_boxes"), [(0.5, 0), (None, 1)])
+def test_submission_boxes_are_post_processed_and_gated(make_dicom, tmp_path, monkeypatch, gate, dark_boxes):
+    monkeypatch.setattr(unet_inference, "load_unet", lambda path: SquareUNet())
+    images = tmp_path / "images"
+    images.mkdir()
+    for value, pid in ((20, "dark"), (235, "bright")):
+        make_dicom(np.full((64, 64), value, np.uint8), pid).rename(images / f"{pid}.dcm")
+    tuned = {"threshold": 0.5, "min_area": 0.0, "shrink": 0.5, "gate": gate, "gate_with": "baseline"}
+    (tmp_path / "postprocess.json").write_text(json.dumps(tuned))
+    (tmp_path / "baseline.json").write_text(json.dumps(BRIGHTNESS_BASELINE))
+    out = tmp_path / "submission.csv"
+    write_submission(
+        images, "unused.keras", out, postprocess_json=tmp_path / "postprocess.json",
+        gate_with="baseline", gate_model=tmp_path / "baseline.json",
+    )  # fmt: skip
+    table = pd.read_csv(out, keep_default_na=False).set_index("patientId")
+    assert sorted(table.index) == ["bright", "dark"]
+    dark = metrics.parse_prediction_string(table.PredictionString["dark"])
+    assert len(dark) == dark_boxes
+    ((conf, *box),) = metrics.parse_prediction_string(table.PredictionString["bright"])
+    # 8 x 8 px of 32 at (8, 4) -> 16 x 16 px of 64 at (16, 8), shrunk by half about its centre
+    assert box == pytest.approx([20, 12, 8, 8])
+    bright = 1 / (1 + np.exp(-(4 * 5.0 * 235 / 255 - 10.0)))  # the baseline's probability
+    assert conf == pytest.approx(0.9 if gate is None else 0.9 * bright, abs=1e-5)
+
+
+def test_submission_of_an_empty_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(unet_inference, "load_unet", lambda path: SquareUNet())
+    (tmp_path / "postprocess.json").write_text(json.dumps({"threshold": 0.5, "min_area": 0.0,
+                                                           "shrink": 1.0, "gate": None}))  # fmt: skip
+    with pytest.raises(ValueError, match="holds no .dcm files"):
+        write_submission(tmp_path, "unused.keras", tmp_path / "s.csv",
+                         postprocess_json=tmp_path / "postprocess.json")  # fmt: skip
