@@ -185,6 +185,12 @@ def get_code(script, env):
     )
 
 
+def get_evaluation_threshold(wildcards):
+    """evaluate.threshold, for the U-Net's pixel metrics only: the classifiers use the threshold
+    chosen on val and saved with them, so changing it does not rerun their evaluation."""
+    return config["evaluate"]["threshold"] if wildcards.model == "unet" else None
+
+
 def get_evaluation_code(wildcards):
     env = Path(get_evaluation_env(wildcards)).stem
     return get_code("evaluate.py", env)

@@ -31,7 +31,7 @@ rule evaluate:
         mem_mb=6000,
     params:
         code=get_evaluation_code,
-        threshold=config["evaluate"]["threshold"],
+        threshold=get_evaluation_threshold,
     script:
         "../scripts/evaluate.py"
 

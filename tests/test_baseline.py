@@ -10,7 +10,7 @@ import pytest
 from conftest import RecordingRun
 from sklearn.linear_model import LogisticRegression
 
-from pneumoflow import baseline, metrics, tracking
+from pneumoflow import baseline, metrics, thresholds, tracking
 from pneumoflow.baseline import BaselineConfig
 
 CFG = BaselineConfig(img_size=32, pixels=8, C=0.1)
@@ -117,7 +117,7 @@ def test_stage_writes_model_threshold_and_val_predictions(tmp_path, monkeypatch)
     table = pd.read_csv(out["val.csv"])
     assert list(table.columns) == ["patientId", "probability", "label"] and len(table) == 20
     np.testing.assert_allclose(table.probability, baseline.probabilities(model, val_images), rtol=1e-6)
-    assert model["threshold"] == pytest.approx(metrics.youden_threshold(val_labels, table.probability))
+    assert model["threshold"] == pytest.approx(thresholds.youden_threshold(val_labels, table.probability))
     assert model["threshold_rule"] == "youden_j_on_val" and "8x8 pixels" in model["description"]
     assert {"val_acc", "val_roc_auc", "threshold"} <= set(runs[0].logged[0][1])
 

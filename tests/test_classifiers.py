@@ -13,7 +13,7 @@ import torch
 import torchvision
 from conftest import RecordingRun
 
-from pneumoflow import metrics
+from pneumoflow import thresholds
 from pneumoflow.classifier_inference import classifier_probs, load_classifier
 from pneumoflow.classifiers import WeightsError, build_classifier, count_parameters
 from pneumoflow.train_classifier import ClassifierConfig, fit, load_split
@@ -144,7 +144,7 @@ def test_probe_learns_what_a_random_backbone_sees(tmp_path):
     saved = torch.load(tmp_path / "m.pt", weights_only=True)
     assert saved["arch"] == "vgg16" and saved["head"] == "probe" and saved["img_size"] == 32
     assert 0 < saved["threshold"] < 1
-    assert saved["threshold"] == metrics.youden_threshold(val[1], val_probs)
+    assert saved["threshold"] == thresholds.youden_threshold(val[1], val_probs)
     model, info = load_classifier("vgg16", tmp_path / "m.pt")
     assert info["threshold"] == saved["threshold"] and "state_dict" not in info
     # fit ran the backbone channels-last: float noise, amplified by the standardization
@@ -181,7 +181,7 @@ def test_load_classifier_refuses_another_arch_and_old_files(tmp_path):
     ],
 )
 def test_youden_threshold_hand_worked(labels, probs, expected):
-    got = metrics.youden_threshold(np.array(labels), np.array(probs))
+    got = thresholds.youden_threshold(np.array(labels), np.array(probs))
     assert got == pytest.approx(expected)
 
 
@@ -189,7 +189,7 @@ def test_youden_threshold_separates_what_it_chose_on():
     """(8,) scores with one overlap: the chosen threshold splits them as the best J does."""
     labels = np.array([0, 0, 0, 1, 0, 1, 1, 1])
     probs = np.array([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4])
-    t = metrics.youden_threshold(labels, probs)
+    t = thresholds.youden_threshold(labels, probs)
     # J is best (0.75) cutting above 0.25 (one positive missed) or above 0.15 (one negative
     # kept): two intervals (0.25, 0.3] and (0.15, 0.2]; neither holds 0.5, nearest is the first
     assert t == pytest.approx(0.275)

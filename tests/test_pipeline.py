@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import TINY, score_cli, snakemake
 
+from pneumoflow import thresholds
 from pneumoflow.synth import generate
 
 pytestmark = pytest.mark.e2e
@@ -244,7 +248,7 @@ def test_classifiers_trained_and_tracked(tiny_run):
         assert run.data.params["weights_hash"] == "none" and len(run.data.params["manifest_hash"]) == 16
         tags = run.data.tags
         assert tags["pneumoflow.rule"] == f"train_{model}" and tags["pneumoflow.data_source"] == "synthetic"
-        assert len(tags["pneumoflow.git_commit"]) >= 7 and "random init" in tags["pneumoflow.warning"]
+        assert len(tags["pneumoflow.git_commit"]) >= 7 and "linear probe" in tags["pneumoflow.head"]
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         val_acc = client.get_metric_history(run.info.run_id, "val_acc")
         assert [m.step for m in val_acc] == [0, 1]
@@ -253,7 +257,44 @@ def test_classifiers_trained_and_tracked(tiny_run):
         assert {"outputs"} <= artifacts
         assert run.info.run_id in _logged_model_runs(client)  # mlflow.pytorch.log_model
         assert not (tiny_run / "results/checkpoints" / model / "last.pt").exists()
+        saved = torch.load(folder / "model.pt", weights_only=True)
+        assert saved["head"] == "probe" and saved["img_size"] == 32 and 0 < saved["threshold"] < 1
+        assert client.get_metric_history(run.info.run_id, "threshold")[0].value == pytest.approx(
+            saved["threshold"]
+        )
+        val = pd.read_csv(folder / "val_predictions.csv")
+        assert len(val) == int(run.data.params["n_val"])
+        assert saved["threshold"] == pytest.approx(
+            thresholds.youden_threshold(val.label.values, val.probability.values)
+        )
     assert parent.info.status == "FINISHED"
+
+
+def test_classifiers_beat_the_majority_class_at_their_val_threshold(tiny_run):
+    """The tiny sample's test split: each deep classifier and the baseline separate it better than
+    calling every image the majority class, at the threshold chosen on val."""
+    for model in ("vgg16", "resnet101", "baseline"):
+        result = json.loads((tiny_run / f"results/eval/{model}/metrics.json").read_text())
+        (tn, fp), (fn, tp) = result["confusion_matrix"]
+        majority = max(tn + fp, fn + tp) / result["n_test"]
+        assert result["accuracy"] > majority or result["roc_auc"] == 1.0, (model, result)
+        assert result["roc_auc"] > 0.5, (model, result)
+        assert result["threshold_rule"] == "youden_j_on_val"
+
+
+def test_predict_uses_the_threshold_saved_with_each_classifier(tiny_run, tmp_path):
+    images = sorted((tiny_run / "data/synthetic/stage_2_train_images").glob("*.dcm"))[:6]
+    out = tmp_path / "predictions.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "pneumoflow", "predict", *map(str, images), "--models",
+         str(tiny_run / "results/models"), "--out", str(out)],
+        capture_output=True, text=True, cwd=tiny_run,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_csv(out)
+    for model in ("vgg16", "resnet101"):
+        threshold = torch.load(tiny_run / f"results/models/{model}/model.pt", weights_only=True)["threshold"]
+        assert (table[f"{model}_pneumonia"] == (table[f"{model}_probability"] >= threshold)).all()
 
 
 def test_unet_trained_and_tracked(tiny_run):
@@ -282,7 +323,17 @@ def test_evaluation_metrics_json_and_mlflow(tiny_run):
     client, runs = _mlflow_runs(tiny_run)
     by_name = {r.info.run_name: r for r in runs}
     for model, keys in {
-        "unet": {"dice", "iou", "mean_dice_positive", "empty_rate_negative", "rsna_score", "image_roc_auc"},
+        "unet": {
+            "dice",
+            "iou",
+            "mean_iou_2class",
+            "mean_dice_positive",
+            "empty_rate_negative",
+            "rsna_score_raw",
+            "rsna_score",
+            "image_roc_auc",
+        },  # fmt: skip
+        "baseline": {"accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "confusion_matrix"},
         "vgg16": {"accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "confusion_matrix"},
         "resnet101": {"accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "confusion_matrix"},
     }.items():
@@ -313,16 +364,19 @@ def test_report_has_every_section_and_model(tiny_run):
     page = (tiny_run / "results/report/report.html").read_text()
     for section in ("Test metrics", "ROC curves", "Learning curves", "Data", "MLflow runs", "Configuration"):
         assert f"<h2>{section}" in page
-    for model in ("unet", "vgg16", "resnet101"):
+    for model in ("unet", "vgg16", "resnet101", "baseline"):
         run_id = (tiny_run / f"results/models/{model}/mlflow_run_id.txt").read_text()
         assert f"<td>{model}</td><td>{run_id}</td>" in page
     assert "0.9528" in page and "0.8460" in page  # the seed study's figures, labelled
+    assert "<td>mean IoU (2 classes, as Keras MeanIoU)</td>" in page and "IoU (opacity only)" in page
+    assert "RSNA score, raw boxes" in page and "RSNA score, post-processed (tuned on val)" in page
+    assert "threshold (Youden&#x27;s J on val)" in page and "&id0" not in page
     assert page.count("data:image/png;base64,") >= 8  # self-contained
     assert "Fakename" not in page
 
 
 def test_deleted_models_are_restored_from_mlflow_not_retrained(tiny_run):
-    files = {"vgg16": "model.pt", "resnet101": "model.pt", "unet": "model.keras"}
+    files = {"vgg16": "model.pt", "resnet101": "model.pt", "unet": "model.keras", "baseline": "model.json"}
     before = {m: (tiny_run / f"results/models/{m}/{f}").read_bytes() for m, f in files.items()}
     shutil.rmtree(tiny_run / "results/models")
     result = snakemake(tiny_run, "--configfile", str(TINY))
@@ -338,3 +392,21 @@ def test_snakemake_report_builds(tiny_run):
     assert result.returncode == 0, result.stderr[-2000:]
     page = (tiny_run / "results/snakemake-report.html").read_text()
     assert "Evaluation" in page and "Training" in page  # the report() categories
+
+
+def test_postprocessing_is_tuned_on_val_only(tiny_run):
+    """The postprocess job's inputs hold the val arrays and the gate's val probabilities, and
+    nothing of the test split (no test arrays, no test predictions)."""
+    result = snakemake(
+        tiny_run, "--configfile", str(TINY), "-n", "-f", "results/models/unet/postprocess.json"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    block = re.search(r"rule postprocess:\n(.*?)\n\n", result.stdout + "\n\n", re.S).group(1)
+    inputs = re.search(r"input: (.*)", block).group(1).split(", ")
+    assert any("/arrays/64px/val/" in p for p in inputs)
+    assert "results/models/vgg16/val_predictions.csv" in inputs
+    assert not [p for p in inputs if "/test/" in p or p.startswith("results/eval/")]
+    tuned = json.loads((tiny_run / "results/models/unet/postprocess.json").read_text())
+    assert tuned["n_val"] == len(_split_arrays(tiny_run / "results", 64, "val")["labels"])
+    sweep = pd.read_csv(tiny_run / "results/models/unet/postprocess_sweep.csv")
+    assert tuned["val_rsna_score"] == pytest.approx(sweep.rsna_score.max())

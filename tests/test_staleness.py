@@ -36,6 +36,7 @@ models:
   unet: {{img_size: 32, epochs: 1, batch_size: 8, lr: 0.001}}
   vgg16: {{enabled: false}}
   resnet101: {{img_size: 32, epochs: 1, batch_size: 8, lr: 0.001}}
+  baseline: {{img_size: 32}}
 """
 
 # The same values: keys in another order, numbers spelt otherwise, strings quoted.
@@ -44,6 +45,7 @@ models:
   resnet101: {{lr: 1e-3, batch_size: 8.0, epochs: 1, img_size: 32}}
   vgg16: {{enabled: false}}
   unet: {{batch_size: 8, lr: 1.0e-3, img_size: 32, epochs: 1}}
+  baseline: {{img_size: 32.0}}
 preprocess: {{shards: 3}}
 split: {{seed: 42, test_fraction: 1.5e-1, val_fraction: "0.15"}}
 data:
@@ -59,6 +61,7 @@ models:
   unet: {{img_size: 32, epochs: 1, batch_size: 8, lr: 0.001, threads: 1, gpus: 1}}
   vgg16: {{enabled: false}}
   resnet101: {{img_size: 32, epochs: 1, batch_size: 8, lr: 0.001, threads: 1}}
+  baseline: {{img_size: 32}}
 mlflow:
   tracking_uri: sqlite:///results/other.db
   experiment: elsewhere
@@ -67,10 +70,12 @@ mlflow:
   telemetry: true
 """
 
-UNET_CHAIN = {"train_unet", "evaluate[unet]", "submission", "report", "all"}
-EVALUATION = {"evaluate[unet]", "evaluate[resnet101]", "report", "all"}
+# VGG16 is off, so the U-Net's boxes have no gate classifier (postprocess.gate_with: vgg16)
+UNET_CHAIN = {"train_unet", "postprocess", "evaluate[unet]", "submission", "report", "all"}
+EVALUATION = {"evaluate[unet]", "evaluate[resnet101]", "evaluate[baseline]", "report", "all"}
 RESNET_CHAIN = {"train_resnet101", "evaluate[resnet101]", "report", "all"}
-TRAINING = UNET_CHAIN | RESNET_CHAIN
+BASELINE_CHAIN = {"train_baseline", "evaluate[baseline]", "report", "all"}
+TRAINING = UNET_CHAIN | RESNET_CHAIN | BASELINE_CHAIN
 SHARDS, SPLITS = ("00", "01", "02"), ("train", "val", "test")
 PREPROCESSING = (
     {"manifest", "qc_rejected"}
@@ -176,14 +181,16 @@ def test_mlflow_threads_and_gpus_rerun_nothing(build):
          "unet: {img_size: 32, epochs: 1, batch_size: 8, lr: 0.002}", UNET_CHAIN),
         ("unet: {img_size: 32,", "unet: {img_size: 48,",
          UNET_CHAIN | {f"arrays[48,{split},{s}]" for split in SPLITS for s in SHARDS}),
-        ("preprocess:", "evaluate: {threshold: 0.4}\npreprocess:",
-         {"evaluate[unet]", "evaluate[resnet101]", "submission", "report", "all"}),
+        # the classifiers use their val-chosen thresholds; the submission, its tuned one
+        ("preprocess:", "evaluate: {threshold: 0.4}\npreprocess:", {"evaluate[unet]", "report", "all"}),
+        ("baseline: {img_size: 32}", "baseline: {img_size: 32, C: 1.0}", BASELINE_CHAIN),
         # the manifest is a checkpoint: a dry run lists all that follows it (a real run
         # then skips the shards whose slices came out the same)
         ("preprocess:", "split: {seed: 43}\npreprocess:", EVERYTHING),
         ("preprocess:", "qc: {max_rejected_fraction: 0.02}\npreprocess:", EVERYTHING),
     ],
-    ids=["classifier lr", "unet lr", "unet img_size", "evaluate threshold", "split seed", "qc fraction"],
+    ids=["classifier lr", "unet lr", "unet img_size", "evaluate threshold", "baseline C", "split seed",
+         "qc fraction"],
 )  # fmt: skip
 def test_a_setting_reruns_its_stage_and_what_follows(build, old, new, expected):
     old, new = (text.replace("{", "{{").replace("}", "}}") for text in (old, new))  # CONFIG is a template
@@ -194,15 +201,18 @@ def test_a_setting_reruns_its_stage_and_what_follows(build, old, new, expected):
 @pytest.mark.parametrize(
     "path, expected",
     [
-        ("src/pneumoflow/metrics.py", EVALUATION | {"submission"}),
+        # postprocess and the submission score and draw boxes with it; no trainer reaches it
+        ("src/pneumoflow/metrics.py", EVALUATION | {"postprocess", "submission"}),
+        ("src/pneumoflow/postprocess.py", EVALUATION | {"postprocess", "submission"}),
         ("src/pneumoflow/train_classifier.py", RESNET_CHAIN),
+        ("src/pneumoflow/baseline.py", BASELINE_CHAIN | EVALUATION | {"submission"}),
         ("src/pneumoflow/unet.py", UNET_CHAIN),
         ("src/pneumoflow/evaluate.py", EVALUATION),
         ("src/pneumoflow/report.py", {"report", "all"}),
         ("src/pneumoflow/masks.py", EVERYTHING - {"manifest", "qc_rejected"} - DICOM_TO_JPG),
         ("src/pneumoflow/manifest.py", EVERYTHING),
         ("scripts/train_unet.py", UNET_CHAIN),
-        ("envs/torch.yaml", RESNET_CHAIN),
+        ("envs/torch.yaml", RESNET_CHAIN | BASELINE_CHAIN),
         ("envs/report.yaml", {"report", "all"}),
     ],
 )  # fmt: skip

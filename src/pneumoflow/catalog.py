@@ -33,7 +33,13 @@ def imagenet_name(model: str, weights: str | None) -> str | None:
     None for null and for file paths."""
     if weights is None:
         return None
+    weights = os.fspath(weights)
     name = IMAGENET if weights.lower() == "imagenet" else weights
+    if name.startswith("IMAGENET1K_") and name not in WEIGHT_FILES[model]:
+        raise ValueError(
+            f"models.{model}.weights={weights!r}: torchvision has no such {model} weights; "
+            f"choose imagenet or one of {sorted(WEIGHT_FILES[model])}, a file path, or null"
+        )
     return name if name in WEIGHT_FILES[model] else None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +31,3 @@ def classifier_probs(model: torch.nn.Module, images: np.ndarray, batch_size: int
             batch = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1)
             probs.append(model(torchdata.to_model_input(batch)).softmax(1)[:, 1].numpy())
     return np.concatenate(probs) if probs else np.zeros(0, np.float32)
-
-
-def load_scorer(name: str, path: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
-    """(images (N, S, S) uint8 -> pneumonia probabilities (N,) float32, what was saved with the
-    model: img_size, threshold, threshold_rule, description) for a classifier or the baseline."""
-    if name == "baseline":
-        from pneumoflow import baseline
-
-        model = baseline.load(path)
-        return (lambda images: baseline.probabilities(model, images)), model
-    model, saved = load_classifier(name, path)
-    return (lambda images: classifier_probs(model, images)), saved

@@ -17,19 +17,9 @@ import pandas as pd
 
 from pneumoflow import arrays, metrics, tracking
 from pneumoflow.atomic import atomic_path
-from pneumoflow.tables import read_manifest, read_tsv
+from pneumoflow.tables import read_manifest, truth_boxes
 
 log = logging.getLogger(__name__)
-
-
-def truth_boxes(boxes_tsv: str | Path, patient_ids) -> dict[str, list[metrics.Box]]:
-    """{patientId: [(x, y, w, h), ...]} in the original pixel frame, [] for negatives."""
-    boxes = read_tsv(boxes_tsv, dtype={"patientId": str})
-    grouped = {
-        pid: list(g[["x", "y", "width", "height"]].itertuples(index=False, name=None))
-        for pid, g in boxes.groupby("patientId")
-    }
-    return {pid: grouped.get(pid, []) for pid in patient_ids}
 
 
 def unet_metrics(prob, masks, labels, patient_ids, manifest, truths, threshold: float, pp, gate_probs=None):
@@ -120,7 +110,7 @@ def run_stage(
         )
         plots.plot_overlays(data["images"], data["masks"], prob > threshold, out / "samples.png")
     else:
-        from pneumoflow.classifier_inference import load_scorer
+        from pneumoflow.scorers import load_scorer
 
         scorer, saved = load_scorer(model_name, model_path)
         score = scorer(data["images"])

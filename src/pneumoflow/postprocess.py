@@ -256,8 +256,7 @@ def run_stage(
 
     from pneumoflow import arrays, tracking
     from pneumoflow.atomic import atomic_path
-    from pneumoflow.evaluate import truth_boxes
-    from pneumoflow.tables import read_manifest
+    from pneumoflow.tables import read_manifest, truth_boxes
     from pneumoflow.unet_inference import load_unet, unet_probs
 
     data = arrays.load_arrays(val_npz, keys=("images", "patient_ids"))

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pneumoflow import metrics, postprocess
+from pneumoflow import baseline, metrics, postprocess
 from pneumoflow.atomic import atomic_path, write_bytes
 from pneumoflow.catalog import CLASSIFIERS
 from pneumoflow.images import expand_images, read_grayscale, read_source
@@ -52,6 +52,10 @@ class Models:
                 model, saved = load_classifier(name, folder / name / "model.pt")
                 models.classifiers[name] = (model, saved["img_size"])
                 models.thresholds[name] = saved["threshold"]
+        if (folder / "baseline" / "model.json").is_file():  # plain numbers: no torch, no pickle
+            model = baseline.load(folder / "baseline" / "model.json")
+            models.classifiers["baseline"] = (model, model["img_size"])
+            models.thresholds["baseline"] = model["threshold"]
         if (folder / "unet" / "model.keras").is_file():
             from pneumoflow.unet_inference import load_unet
 
@@ -97,9 +101,13 @@ def predict_images(
             "cols": [s.shape[1] for s in sources],
         }
         for name, (model, size) in models.classifiers.items():
-            from pneumoflow.classifier_inference import classifier_probs
+            resized = np.stack([s.resized(size) for s in sources])
+            if name == "baseline":
+                probs = baseline.probabilities(model, resized)
+            else:
+                from pneumoflow.classifier_inference import classifier_probs
 
-            probs = classifier_probs(model, np.stack([s.resized(size) for s in sources]))
+                probs = classifier_probs(model, resized)
             table[f"{name}_probability"] = probs
             table[f"{name}_pneumonia"] = (probs >= models.thresholds[name]).astype(int)
         if models.unet is not None:

@@ -63,9 +63,14 @@ def write_submission(
 
     pp = postprocess.load(postprocess_json)
     scorer = None
-    if pp.gate is not None and gate_model is not None:
+    if pp.gate is not None and gate_model is None:
+        raise ValueError(
+            f"{postprocess_json} gates boxes on {gate_with or 'a classifier'}, but no model for it was "
+            "given; rerun the pipeline (rule postprocess) or train that classifier"
+        )
+    if pp.gate is not None:
         # PyTorch before TensorFlow: with these wheels the other order crashes the process
-        from pneumoflow.classifier_inference import load_scorer
+        from pneumoflow.scorers import load_scorer
 
         scorer, saved = load_scorer(gate_with, gate_model)
     from pneumoflow.unet_inference import load_unet, predict_sources

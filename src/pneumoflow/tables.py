@@ -23,3 +23,14 @@ def read_tsv(path: str | Path, **kwargs) -> pd.DataFrame:
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read results/manifest.tsv with patientId and class as text."""
     return read_tsv(path, dtype={"patientId": str, "class": str, "view": str, "sex": str})
+
+
+def truth_boxes(boxes_tsv: str | Path, patient_ids) -> dict[str, list[tuple[float, float, float, float]]]:
+    """{patientId: [(x, y, w, h), ...]} from results/boxes.tsv in the original pixel frame, [] for
+    patients without a box."""
+    boxes = read_tsv(boxes_tsv, dtype={"patientId": str})
+    grouped = {
+        pid: list(g[["x", "y", "width", "height"]].itertuples(index=False, name=None))
+        for pid, g in boxes.groupby("patientId")
+    }
+    return {pid: grouped.get(pid, []) for pid in patient_ids}

@@ -28,8 +28,8 @@ from pneumoflow import (
     classifier_inference,
     classifiers,
     codeclosure,
-    metrics,
     plots,
+    thresholds,
     torchdata,
     tracking,
 )
@@ -46,7 +46,7 @@ class ClassifierConfig:
     name: str
     img_size: int = 224
     weights: str | None = None
-    epochs: int = 3
+    epochs: int = 30
     batch_size: int = 16
     lr: float = 0.001
     momentum: float = 0.9
@@ -278,6 +278,8 @@ def fit(
             net, prepare = model, images_to_input
             train_loader, val_loader = _loaders(cfg, train, val, threads)
             train_features = None
+        for _ in range(start):  # a resumed run draws the batch orders the first run would have
+            list(train_loader.sampler)
         if kind == classifiers.PROBE_HEAD and start == 0:
             if train_features is None:
                 batches = backbone_batches(backbone, train[0], device, cfg.batch_size)
@@ -336,7 +338,7 @@ def fit(
     finally:  # the feature cache is only good for this job
         for path in feature_files:
             path.unlink(missing_ok=True)
-    threshold = metrics.youden_threshold(val[1], val_probs)
+    threshold = thresholds.youden_threshold(val[1], val_probs)
     save_model(model_out, model.cpu(), cfg, kind, threshold)
     return pd.DataFrame(history), val_probs
 

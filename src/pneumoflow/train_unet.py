@@ -26,7 +26,7 @@ class UnetConfig:
     """U-Net training settings (config `models.unet`)."""
 
     img_size: int = 256
-    epochs: int = 5
+    epochs: int = 12
     batch_size: int = 8
     lr: float = 0.001
     patience: int = 5
