@@ -62,23 +62,31 @@ def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: b
     return count, positives
 
 
-def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool):
-    """tf.data of (image (S, S, 1) float32 in [0, 1], mask (S, S, 2) one-hot float32) batches."""
+def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool, count: int | None = None):
+    """tf.data of (image (S, S, 1) float32 in [0, 1], mask (S, S, 2) one-hot float32) batches.
+    `count`: the images it yields, when known (Keras then plans its epochs instead of running
+    the data dry each time)."""
     import tensorflow as tf
 
     size = cfg.img_size
 
-    def items():
-        for path in npz_paths:  # one shard in memory at a time
-            with np.load(path, allow_pickle=False) as data:
-                yield from zip(data["images"], data["masks"], strict=True)
+    positives_only = training and cfg.train_on == "positives"
 
-    spec = (tf.TensorSpec((size, size), tf.uint8), tf.TensorSpec((size, size), tf.uint8))
-    ds = tf.data.Dataset.from_generator(items, output_signature=spec)
-    if training and cfg.train_on == "positives":
-        # A Dice loss on a batch without any opacity rewards predicting nothing, and
-        # training on all images collapses to empty masks; presence is the classifiers' job.
-        ds = ds.filter(lambda image, mask: tf.reduce_any(mask > 0))
+    def shards():  # one shard in memory at a time, handed over whole: no per-image Python step
+        for path in npz_paths:
+            with np.load(path, allow_pickle=False) as data:
+                images, masks = data["images"], data["masks"]
+            if positives_only:
+                # A Dice loss on a batch without any opacity rewards predicting nothing, and
+                # training on all images collapses to empty masks; presence is the classifiers' job.
+                keep = masks.any(axis=(1, 2))
+                images, masks = images[keep], masks[keep]
+            yield images, masks
+
+    spec = (tf.TensorSpec((None, size, size), tf.uint8), tf.TensorSpec((None, size, size), tf.uint8))
+    ds = tf.data.Dataset.from_generator(shards, output_signature=spec).unbatch()
+    if count is not None:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(count))
     if training:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
 
@@ -92,7 +100,7 @@ def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool):
 
     # no drop_remainder: every validation image counts
     return (
-        ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        ds.map(to_float).batch(cfg.batch_size).prefetch(1)
     )
 
 
@@ -137,6 +145,9 @@ def fit(
 
     _configure_tensorflow(threads, cfg.mixed_precision)
     keras.utils.set_random_seed(cfg.seed)
+    n_all, n_positive = check_split(train_npz, "train", cfg.img_size, need_positive=True)
+    n_train = n_positive if cfg.train_on == "positives" else n_all
+    n_val, _ = check_split(val_npz, "val", cfg.img_size, need_positive=False)
     model = unet.compile_unet(unet.build_unet(cfg.img_size), cfg.lr)
 
     class LogEpochs(keras.callbacks.Callback):
@@ -176,8 +187,8 @@ def fit(
         LogEpochs(),
     ]
     model.fit(
-        make_dataset(train_npz, cfg, training=True),
-        validation_data=make_dataset(val_npz, cfg, training=False),
+        make_dataset(train_npz, cfg, training=True, count=n_train),
+        validation_data=make_dataset(val_npz, cfg, training=False, count=n_val),
         epochs=cfg.epochs,
         callbacks=callbacks,
         verbose=0,
