@@ -60,7 +60,7 @@ def main() -> None:
                     lr=0.01, cache_features=cache,
                 )  # fmt: skip
                 started = time.perf_counter()
-                history = fit(
+                history, _ = fit(
                     cfg, train, val, model_out=Path(tmp) / f"{name}-{cache}.pt",
                     checkpoint=Path(tmp) / f"{name}-{cache}-ck.pt", run=NoTracking(), fingerprint="bench",
                     threads=torch.get_num_threads(),
