@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 LOCAL_RULES = {"all", "qc_rejected", "report"}
 CLUSTER_RULES = {
     "synthetic_sample", "manifest", "dicom_to_jpg", "masks", "arrays",
-    "train_unet", "train_resnet101", "evaluate", "submission",
+    "train_unet", "train_resnet101", "train_baseline", "postprocess", "evaluate", "submission",
 }  # fmt: skip
 # A laptop-sized node has no GPU and less memory than the profile asks for training.
 CONFIG = ["--configfile", str(TINY), str(REPO / "tests/configs/cluster.yaml")]

@@ -57,7 +57,7 @@ def rerun(workdir: Path, *args: str) -> str:
 
 
 def jobs_run(output: str, rule: str) -> int:
-    return len(re.findall(rf"^(?:local)?rule {rule}:$", output, re.M))
+    return len(re.findall(rf"^(?:local)?(?:rule|checkpoint) {rule}:$", output, re.M))
 
 
 def finished_shards(log: Path) -> set[str]:
@@ -66,7 +66,8 @@ def finished_shards(log: Path) -> set[str]:
     shard_of_job = {
         m.group(1): m.group(2)
         for m in re.finditer(
-            r"rule dicom_to_jpg:\n(?:    .*\n)*?    jobid: (\d+)\n(?:    .*\n)*?    wildcards: shard=(\d+)",
+            r"(?:rule|checkpoint) dicom_to_jpg:\n(?:    .*\n)*?    jobid: (\d+)\n"
+            r"(?:    .*\n)*?    wildcards: shard=(\d+)",
             text,
         )
     }

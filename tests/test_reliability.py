@@ -297,7 +297,7 @@ def test_dicom_replaced_by_garbage_between_runs_is_refused_on_rerun(sample_dir, 
     config.write_text(
         f"data: {{source: rsna, rsna_dir: '{data}'}}\npreprocess: {{shards: 3}}\n"
         "qc: {max_rejected_fraction: 0.2}\nmodels: {unet: {img_size: 32}, vgg16: {img_size: 32}, "
-        "resnet101: {img_size: 32}}\n"
+        "resnet101: {img_size: 32}, baseline: {img_size: 32}}\n"
     )
     args = ["--configfile", str(config), "--until", "arrays", "qc_rejected"]
     workdir = tmp_path / "run"

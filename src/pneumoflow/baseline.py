@@ -117,8 +117,12 @@ def run_stage(
             pd.DataFrame(
                 {"patientId": val["patient_ids"], "probability": val_probs, "label": val["labels"]}
             ).to_csv(tmp, index=False)
+        from sklearn.metrics import roc_auc_score
+
         val_acc = float(((val_probs >= model["threshold"]) == (val["labels"] == 1)).mean())
-        run.log_metrics({"val_acc": val_acc, "threshold": model["threshold"]})
+        both = len(np.unique(val["labels"])) == 2
+        val_auc = roc_auc_score(val["labels"], val_probs) if both else float("nan")
+        run.log_metrics({"val_acc": val_acc, "val_roc_auc": val_auc, "threshold": model["threshold"]})
         log.info("baseline: val accuracy %.4f at threshold %.4f", val_acc, model["threshold"])
 
     return tracking.run_tracked(
