@@ -187,7 +187,8 @@ def get_code(script, env):
 
 def get_evaluation_threshold(wildcards):
     """evaluate.threshold, for the U-Net's pixel metrics only: the classifiers use the threshold
-    chosen on val and saved with them, so changing it does not rerun their evaluation."""
+    chosen on val and saved with them, so changing it does not rerun their evaluation.
+    """
     return config["evaluate"]["threshold"] if wildcards.model == "unet" else None
 
 
@@ -235,7 +236,7 @@ MODEL_FILES = {"unet": "model.keras", "baseline": "model.json"}
 
 
 def model_file(model):
-    return f"{RESULTS}/models/{model}/" + MODEL_FILES.get(model, "model.pt")
+    return f"{RESULTS}/models/{model}/{MODEL_FILES.get(model, 'model.pt')}"
 
 
 def get_gate_classifier():

@@ -99,9 +99,7 @@ def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool, count: i
         return image, mask
 
     # no drop_remainder: every validation image counts
-    return (
-        ds.map(to_float).batch(cfg.batch_size).prefetch(1)
-    )
+    return ds.map(to_float).batch(cfg.batch_size).prefetch(1)
 
 
 def _configure_tensorflow(threads: int, mixed_precision: bool) -> None:
