@@ -299,7 +299,12 @@ def test_dicom_replaced_by_garbage_between_runs_is_refused_on_rerun(sample_dir, 
         "qc: {max_rejected_fraction: 0.2}\nmodels: {unet: {img_size: 32}, vgg16: {img_size: 32}, "
         "resnet101: {img_size: 32}, baseline: {img_size: 32}}\n"
     )
-    args = ["--configfile", str(config), "--until", "arrays", "qc_rejected"]
+    # the arrays as targets: `--until arrays` stops after the checkpoints on a fresh run (their
+    # downstream jobs are only known once they have run)
+    arrays = [
+        f"results/arrays/32px/{split}/{s:02d}.npz" for split in ("train", "val", "test") for s in range(3)
+    ]
+    args = [*arrays, "results/qc/rejected.tsv", "--configfile", str(config)]
     workdir = tmp_path / "run"
     first = snakemake(workdir, *args)
     assert first.returncode == 0, first.stderr[-3000:]
