@@ -64,7 +64,7 @@ def test_metrics_table_has_threshold_baseline_and_both_rsna_rows():
             "baseline": {"threshold": 0.45, "accuracy": 0.65, "roc_auc": 0.7},
         }
     )
-    assert "<td>unet</td><td>RSNA score, raw boxes (threshold 0.5)</td><td>0.1100</td>" in table
+    assert "<td>unet</td><td>RSNA score, raw boxes (evaluate.threshold)</td><td>0.1100</td>" in table
     assert "<td>unet</td><td>RSNA score, post-processed (tuned on val)</td><td>0.2200</td>" in table
     assert "<td>vgg16</td><td>threshold (Youden&#x27;s J on val)</td><td>0.3500</td>" in table
     assert "<td>vgg16</td><td>accuracy at 0.5</td><td>0.6000</td>" in table

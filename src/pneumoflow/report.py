@@ -35,6 +35,7 @@ SHOWN = {
         "iou",
         "mean_dice_positive",
         "empty_rate_negative",
+        "empty_rate_negative_postprocessed",
         "rsna_score_raw",
         "rsna_score",
         "image_roc_auc",
@@ -57,7 +58,9 @@ LABELS = {
     "threshold": "threshold (Youden's J on val)",
     "accuracy": "accuracy (at the threshold)",
     "accuracy_at_0.5": "accuracy at 0.5",
-    "rsna_score_raw": "RSNA score, raw boxes (threshold 0.5)",
+    "empty_rate_negative": "empty rate on negatives, raw mask",
+    "empty_rate_negative_postprocessed": "empty rate on negatives, post-processed boxes",
+    "rsna_score_raw": "RSNA score, raw boxes (evaluate.threshold)",
     "rsna_score": "RSNA score, post-processed (tuned on val)",
     "image_accuracy": "image accuracy (max probability vs threshold)",
 }
