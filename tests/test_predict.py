@@ -134,8 +134,9 @@ def test_predict_cli_on_dicom_jpg_and_png(tiny_run, tmp_path):
         assert table[column].between(0, 1).all(), column
     # the PNG holds the DICOM's full-size pixels; the DICOM's JPEG frame is decoded at reduced
     # size (at most 4 grey levels apart, see benchmarks/bench_arrays.py): the models agree closely
-    for column in ("vgg16_probability", "resnet101_probability", "unet_probability"):
-        assert table[column][2] == pytest.approx(table[column][0], abs=0.01)
+    # (the linear probes read 3,840 standardized features, so a few grey levels move them ~0.01)
+    for column in ("vgg16_probability", "resnet101_probability", "baseline_probability", "unet_probability"):
+        assert table[column][2] == pytest.approx(table[column][0], abs=0.03)
     for column in ("vgg16_pneumonia", "resnet101_pneumonia"):
         assert set(table[column]) <= {0, 1}, column
     assert all(s == "" or BOX.match(s) for s in table.PredictionString)
