@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import score_cli
+from conftest import SquareUNet, score_cli
 
 # PyTorch (and torchvision) before TensorFlow: with these wheels the other order crashes the
 # process (a later torchvision import segfaults once Keras is loaded)
@@ -23,17 +23,6 @@ from pneumoflow.postprocess import PostProcess
 from pneumoflow.predict import Models, predict_images
 
 BOX = re.compile(r"^(\S+ \S+ \S+ \S+ \S+)( \S+ \S+ \S+ \S+ \S+)*$")
-
-
-class SquareUNet:
-    """Stands in for the Keras U-Net: opacity 0.9 on columns 8-15 x rows 4-11 of a 32 px input."""
-
-    input_shape = (None, 32, 32, 1)
-
-    def predict(self, x, batch_size, verbose):
-        out = np.zeros((len(x), 32, 32, 2), np.float32)
-        out[:, 4:12, 8:16, 1] = 0.9
-        return out
 
 
 class Brightness(torch.nn.Module):

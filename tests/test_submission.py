@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import score_cli
+from conftest import SquareUNet, score_cli
 
 # PyTorch before TensorFlow: with these wheels the other order crashes the process
 import pneumoflow.classifier_inference  # noqa: F401
@@ -57,17 +57,6 @@ def test_unknown_patient_and_bad_string_are_named(files, tmp_path):
         score_submission(tmp_path / "bad2.csv", labels)
     out = score_cli(tmp_path / "bad2.csv", labels)
     assert out.returncode == 1 and "groups of 5" in out.stderr
-
-
-class SquareUNet:
-    """Stands in for the Keras U-Net: opacity 0.9 on columns 8-15 x rows 4-11 of a 32 px input."""
-
-    input_shape = (None, 32, 32, 1)
-
-    def predict(self, x, batch_size, verbose):
-        out = np.zeros((len(x), 32, 32, 2), np.float32)
-        out[:, 4:12, 8:16, 1] = 0.9
-        return out
 
 
 # the baseline as JSON numbers: 2x2 pixels, probability ~0 for dark images, ~1 for bright ones

@@ -23,8 +23,6 @@ from pneumoflow.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_RULE = "youden_j_on_val"
-
 
 @dataclass(frozen=True)
 class BaselineConfig:
@@ -109,7 +107,7 @@ def run_stage(
         model = fit(train["images"], train["labels"], cfg)
         val_probs = probabilities(model, val["images"])
         model["threshold"] = thresholds.youden_threshold(val["labels"], val_probs)
-        model["threshold_rule"] = THRESHOLD_RULE
+        model["threshold_rule"] = thresholds.RULE
         model["description"] = f"logistic regression on {cfg.pixels}x{cfg.pixels} pixels (C={cfg.C})"
         with atomic_path(model_out) as tmp:
             tmp.write_text(json.dumps(model))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# how the saved threshold was chosen: model.pt, model.json, MLflow tags and metrics.json name it
+RULE = "youden_j_on_val"
+
 
 def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """The operating threshold that maximises Youden's J (sensitivity + specificity - 1) on

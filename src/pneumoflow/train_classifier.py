@@ -353,15 +353,12 @@ def save_model(path: Path, model: nn.Module, cfg: ClassifierConfig, kind: str, t
                 "head": kind,
                 "img_size": cfg.img_size,
                 "threshold": threshold,
-                "threshold_rule": THRESHOLD_RULE,
+                "threshold_rule": thresholds.RULE,
                 "description": describe_head(cfg, kind),
                 "state_dict": model.state_dict(),
             },
             tmp,
         )
-
-
-THRESHOLD_RULE = "youden_j_on_val"
 
 
 def describe_head(cfg: ClassifierConfig, kind: str) -> str:
@@ -464,7 +461,7 @@ def run_stage(
         classifiers.build_classifier(name, cfg.weights)  # a bad weights file stops us before anything else
     kind = classifiers.PROBE_HEAD if cfg.weights is None else classifiers.SEED_HEAD
     tags["pneumoflow.head"] = describe_head(cfg, kind)
-    tags["pneumoflow.threshold_rule"] = THRESHOLD_RULE
+    tags["pneumoflow.threshold_rule"] = thresholds.RULE
     train, val = load_split(train_npz, "train"), load_split(val_npz, "val")
     weights_file = catalog.weights_file(name, cfg.weights)
     weights_hash = tracking.hash_files([weights_file])[:16] if weights_file else "none"
