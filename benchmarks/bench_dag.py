@@ -4,9 +4,11 @@
 
 1. `snakemake -n` on an RSNA layout of N placeholder files (empty .dcm: a dry run never
    opens them), for N and N/10: seconds and job counts.
-2. A real preprocessing run (`--until arrays qc_rejected`) on N generated DICOMs of
-   image-size px, arrays at the production sizes (U-Net 256, classifiers 224), then a no-op
-   rerun (seconds). Peak RSS of every job comes from Snakemake's own `benchmark:` files.
+2. A real preprocessing run (every array file and the QC table as targets) on N generated
+   DICOMs of image-size px in 8 shards, arrays at the production sizes (U-Net 256,
+   classifiers 224), then a no-op rerun, then one image added to the labels and the image
+   folder: the jobs a dry run schedules for it, and the seconds to run them. Peak RSS of
+   every job comes from Snakemake's own `benchmark:` files.
 3. Peak RSS of loading the training split as each trainer does (classifier: images + labels;
    U-Net: images + masks) at that scale.
 """
@@ -21,19 +23,56 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pydicom
 import yaml
 from common import WORK, report
 
-from pneumoflow.synth import generate
+from pneumoflow.split import SPLITS
+from pneumoflow.synth import Case, generate, write_dicom
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"unet": 256, "vgg16": 224, "resnet101": 224}
+SHARDS = 8
 
 
 def write_config(path: Path, rsna_dir: Path) -> Path:
     models = {m: {"img_size": s} for m, s in SIZES.items()}
-    path.write_text(yaml.safe_dump({"data": {"source": "rsna", "rsna_dir": str(rsna_dir)}, "models": models}))
+    data = {"source": "rsna", "rsna_dir": str(rsna_dir)}
+    path.write_text(yaml.safe_dump({"data": data, "models": models, "preprocess": {"shards": SHARDS}}))
     return path
+
+
+def preprocessing_targets() -> list[str]:
+    """Every array file and the QC table: on a fresh run `--until` stops at the checkpoints."""
+    arrays = [
+        f"results/arrays/{size}px/{split}/{shard:02d}.npz"
+        for size in sorted(set(SIZES.values()))
+        for split in SPLITS
+        for shard in range(SHARDS)
+    ]
+    return [*arrays, "results/qc/rejected.tsv"]
+
+
+def scheduled(output: str) -> dict[str, int]:
+    """Jobs per rule that a (dry) run printed (a checkpoint's later jobs included)."""
+    rules = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", output, re.M)
+    return {rule: rules.count(rule) for rule in sorted(set(rules))}
+
+
+def add_image(data: Path) -> str:
+    """Add one Normal patient (a copy of the first image's pixels) to an RSNA folder."""
+    images = data / "stage_2_train_images"
+    count = len(list(images.glob("added-patient-*.dcm")))
+    pid = f"added-patient-{count + 1:04d}"
+    first = next(images.glob("*.dcm"))
+    write_dicom(images / f"{pid}.dcm", pydicom.dcmread(first).pixel_array, Case(pid, "Normal"))
+    for name, row in (
+        ("stage_2_train_labels.csv", {"patientId": pid, "Target": 0}),
+        ("stage_2_detailed_class_info.csv", {"patientId": pid, "class": "Normal"}),
+    ):
+        table = pd.read_csv(data / name)
+        pd.concat([table, pd.DataFrame([row])], ignore_index=True).to_csv(data / name, index=False)
+    return pid
 
 
 def snakemake(workdir: Path, config: Path, *args: str) -> tuple[float, str]:
@@ -159,16 +198,21 @@ def main() -> None:
     workdir = WORK / f"run-{args.n}"
     workdir.mkdir(exist_ok=True)
     config = write_config(workdir / "c.yaml", data)
-    until = ["--until", "arrays", "qc_rejected"]
-    seconds, _ = snakemake(workdir, config, *until)
+    targets = preprocessing_targets()
+    seconds, _ = snakemake(workdir, config, *targets)
     rows.append(
         {"what": f"preprocessing, {args.n} images of {args.image_size} px", "seconds": seconds, "jobs": ""}
     )
-    seconds, out = snakemake(workdir, config, *until)
+    seconds, out = snakemake(workdir, config, *targets)
     assert "Nothing to be done" in out or job_total(out) == 0, out[-2000:]
     rows.append({"what": "no-op rerun (nothing to do)", "seconds": seconds, "jobs": 0})
     seconds, out = snakemake(workdir, config, "-n")
     rows.append({"what": "snakemake -n after preprocessing", "seconds": seconds, "jobs": job_total(out)})
+    add_image(data)  # a new one each time the benchmark runs
+    seconds, out = snakemake(workdir, config, "-n", *targets)
+    rows.append({"what": "one image added: snakemake -n", "seconds": seconds, "jobs": scheduled(out)})
+    seconds, out = snakemake(workdir, config, *targets)
+    rows.append({"what": "one image added: the run", "seconds": seconds, "jobs": scheduled(out)})
     report(
         "dag",
         rows,

@@ -31,7 +31,7 @@ if IMAGEFOLDER:
 
     checkpoint manifest:
         input:
-            images=get_dicoms,
+            images=get_generated_images,
         output:
             manifest=f"{RESULTS}/manifest.tsv",
             boxes=f"{RESULTS}/boxes.tsv",
@@ -53,6 +53,7 @@ if IMAGEFOLDER:
             "../envs/preprocess.yaml"
         params:
             code=get_code("imagefolder_manifest.py", "preprocess"),
+            images=get_image_listing,
             root=get_data_dir(),
             classes=canonical(config["data"]["imagefolder_classes"]),
             shards=N_SHARDS,
@@ -66,7 +67,7 @@ else:
         input:
             labels=f"{get_data_dir()}/stage_2_train_labels.csv",
             classes=f"{get_data_dir()}/stage_2_detailed_class_info.csv",
-            dicoms=get_dicoms,
+            dicoms=get_generated_images,
         output:
             manifest=f"{RESULTS}/manifest.tsv",
             boxes=f"{RESULTS}/boxes.tsv",
@@ -89,6 +90,7 @@ else:
             "../envs/preprocess.yaml"
         params:
             code=get_code("manifest.py", "preprocess"),
+            images=get_image_listing,
             dicom_dir=get_train_image_dir(),
             shards=N_SHARDS,
             val_fraction=config["split"]["val_fraction"],
@@ -103,7 +105,7 @@ else:
 checkpoint dicom_to_jpg:
     input:
         manifest=f"{RESULTS}/manifest/{{shard}}.tsv",
-        dicoms=get_dicoms,
+        dicoms=get_generated_images,
     output:
         jpg=directory(f"{RESULTS}/jpg/{{shard}}"),
         rejected=f"{RESULTS}/qc/dicom_to_jpg/{{shard}}.tsv",
@@ -117,6 +119,7 @@ checkpoint dicom_to_jpg:
         "../envs/preprocess.yaml"
     params:
         code=get_code("dicom_to_jpg.py", "preprocess"),
+        images=get_image_listing,
         dicom_dir=get_train_image_dir(),
         source=config["data"]["source"],
         root=get_data_dir(),
