@@ -8,7 +8,7 @@ from pathlib import Path
 from pneumoflow import codeclosure, provenance
 from pneumoflow.canonical import canonical
 from pneumoflow.catalog import CLASSIFIERS, imagenet_name, weights_file
-from pneumoflow.ids import is_plain_id, shard_name, shard_of
+from pneumoflow.ids import auto_shard_count, is_plain_id, shard_name, shard_of
 from pneumoflow.jobenv import export_src_path
 from pneumoflow.split import SPLITS
 from pneumoflow.tracking import (
@@ -27,8 +27,6 @@ export_settings(config["mlflow"])
 RESULTS = "results"
 # Generated input data, like a download: kept apart from the derived results/.
 SYNTH_DIR = "data/synthetic"
-N_SHARDS = config["preprocess"]["shards"]
-SHARDS = [shard_name(i) for i in range(N_SHARDS)]
 
 
 wildcard_constraints:
@@ -81,6 +79,7 @@ def get_test_dicoms(wildcards):
     return sorted(str(p) for p in Path(get_test_image_dir()).glob("*.dcm"))
 
 
+@cache
 def _list_inputs():
     """(id, DirEntry) of every candidate input image of an RSNA download or an ImageFolder."""
     if IMAGEFOLDER:
@@ -100,6 +99,27 @@ def _list_inputs():
     entries = (e for e in os.scandir(folder) if e.name.endswith(".dcm"))
     ids = ((e.name.removesuffix(".dcm"), e) for e in entries)
     return [(pid, entry) for pid, entry in ids if is_plain_id(pid)]
+
+
+def count_images():
+    """How many images the manifest will consider: the sample's size or the input files
+    listed, at most data.max_images."""
+    if config["data"]["source"] == "synthetic":
+        n = config["data"]["synthetic"]["n_images"]
+    else:
+        n = len(_list_inputs())
+    max_images = config["data"]["max_images"]
+    return min(n, max_images) if max_images else n
+
+
+def get_shard_count():
+    """preprocess.shards, with auto resolved from the image count (ids.auto_shard_count)."""
+    shards = config["preprocess"]["shards"]
+    return auto_shard_count(count_images()) if shards == "auto" else shards
+
+
+N_SHARDS = get_shard_count()
+SHARDS = [shard_name(i) for i in range(N_SHARDS)]
 
 
 @cache

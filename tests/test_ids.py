@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from pneumoflow.ids import is_plain_id, shard_name, shard_of
+from pneumoflow.ids import auto_shard_count, is_plain_id, shard_name, shard_of
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,17 @@ def test_shard_rejects_zero_shards():
 def test_shard_name_is_zero_padded():
     assert shard_name(3) == "03"
     assert shard_name(12) == "12"
+
+
+@pytest.mark.parametrize(
+    "n_images, shards",
+    [(0, 1), (30, 1), (240, 1), (4000, 1), (4001, 2), (8000, 2), (8001, 4), (26_684, 8), (10**7, 64)],
+)
+def test_auto_shard_count_is_a_power_of_two_sized_by_the_images(n_images, shards):
+    assert auto_shard_count(n_images) == shards
+
+
+def test_doubling_the_shards_splits_each_shard_in_two():
+    # auto shards grow by doubling: shard k of n becomes 2k or 2k + 1 of 2n, never another
+    ids = [f"patient-{i}" for i in range(500)]
+    assert all(shard_of(pid, 8) // 2 == shard_of(pid, 4) for pid in ids)

@@ -163,6 +163,7 @@ def test_changing_the_gate_classifier_also_reruns_the_unet_boxes(tiny_run, tmp_p
         ({"data": {"source": "kaggle"}}, "'kaggle' is not one of ['synthetic', 'rsna', 'imagefolder']"),
         ({"models": {"vgg16": {"cache_features": "yes"}}}, "'yes' is not one of ['auto', True, False]"),
         ({"data": {"source": "imagefolder"}}, "data.imagefolder_dir is not set"),
+        ({"preprocess": {"shards": "many"}}, "'many' does not match '^auto$'"),
     ],
 )
 def test_bad_config_stops_naming_the_key(tmp_path, override, message):
@@ -172,6 +173,16 @@ def test_bad_config_stops_naming_the_key(tmp_path, override, message):
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("n_images, shards", [(30, 1), (4001, 2)])
+def test_auto_shards_follow_the_image_count(tmp_path, n_images, shards):
+    config = tmp_path / "auto.yaml"
+    config.write_text(yaml.safe_dump({"data": {"synthetic": {"n_images": n_images}}}))
+    result = snakemake(tmp_path, "--configfile", str(config), "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = re.search(r"^dicom_to_jpg\s+(\d+)$", result.stdout, re.MULTILINE)
+    assert jobs and int(jobs.group(1)) == shards, result.stdout[-3000:]
 
 
 def test_rsna_source_refuses_a_bad_dicom_and_goes_on(tmp_path):

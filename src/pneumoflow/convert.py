@@ -11,6 +11,7 @@ from tqdm import tqdm
 from pneumoflow import qc
 from pneumoflow.atomic import atomic_dir
 from pneumoflow.dicomio import DicomError, copyable_jpeg, read_dataset, to_uint8
+from pneumoflow.dicomscan import copyable_frame
 from pneumoflow.qc import Rejection
 from pneumoflow.tables import read_manifest, write_tsv
 
@@ -24,6 +25,9 @@ def dicom_to_jpg_bytes(path: str | Path) -> tuple[bytes, bool]:
 
     Raises DicomError when the file cannot be read or decoded.
     """
+    frame = copyable_frame(path)  # RSNA's files, without pydicom's parse of the whole file
+    if frame is not None:
+        return frame, True
     ds = read_dataset(path)
     frame = copyable_jpeg(ds)
     if frame is not None:

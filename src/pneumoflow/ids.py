@@ -27,6 +27,28 @@ def shard_of(patient_id: str, n_shards: int) -> int:
     return int(stable_fraction(patient_id, salt="shard:") * n_shards)
 
 
+# preprocess.shards: auto. The count depends on the image count only (never on the machine's
+# cores), so the same data gives the same shards, and so the same training order, anywhere.
+IMAGES_PER_SHARD = 4000
+MAX_AUTO_SHARDS = 64
+
+
+def auto_shard_count(n_images: int) -> int:
+    """Shards for `n_images`: the smallest power of two that keeps each shard at or under
+    IMAGES_PER_SHARD images on average, from 1 to MAX_AUTO_SHARDS.
+
+    Powers of two because shard_of(id, 2n) is 2 * shard_of(id, n) or one more: when the count
+    doubles, each new shard is half of one old shard, and it changes only when the image count
+    passes 4,000, 8,000, 16,000, ... (26,684 RSNA images: 8 shards of about 3,300).
+    """
+    if n_images < 0:
+        raise ValueError(f"n_images must be >= 0, got {n_images}")
+    shards = 1
+    while shards * IMAGES_PER_SHARD < n_images and shards < MAX_AUTO_SHARDS:
+        shards *= 2
+    return shards
+
+
 def shard_name(shard: int) -> str:
     """Zero-padded shard label used in paths, e.g. 3 -> '03'."""
     return f"{shard:02d}"

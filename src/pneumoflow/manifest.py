@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from pneumoflow import qc
 from pneumoflow.dicomio import DicomError, check_dataset, read_dataset
+from pneumoflow.dicomscan import header_info
 from pneumoflow.ids import is_plain_id, shard_of
 from pneumoflow.labels import DUPLICATE_ROW, Labels, read_labels
 from pneumoflow.qc import Rejection
@@ -57,7 +58,8 @@ def _image_rows(labels: Labels, ids: list[str], dicoms: dict[str, Path], rejecti
             rejections.append(Rejection("manifest", "-", pid, "no DICOM file for this patientId"))
             continue
         try:
-            info = check_dataset(read_dataset(path))
+            # the fast path reads RSNA's files; pydicom everything else, and says what is wrong
+            info = header_info(path) or check_dataset(read_dataset(path))
         except DicomError as exc:
             rejections.append(Rejection("manifest", str(path), pid, str(exc)))
             continue
