@@ -51,15 +51,16 @@ def time_imports(code: str, repeat: int, repo: Path) -> tuple[float, list[tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--repo", type=Path, default=REPO, help="checkout to measure (e.g. a worktree of main)")
+    parser.add_argument("--repo", type=Path, default=REPO, help="checkout to measure (e.g. main's)")
     args = parser.parse_args()
     bare, _ = time_imports("pass", args.repeat, args.repo)
     rows = []
     for script in sorted((args.repo / "scripts").glob("*.py")):
         wall, top = time_imports(import_lines(script), args.repeat, args.repo)
         heavy = ", ".join(f"{name} {seconds:.2f}" for name, seconds in top)
-        rows.append({"script": script.name, "imports (s)": round(wall - bare, 2), "slowest (cumulative s)": heavy})
+        rows.append({"script": script.name, "imports (s)": round(wall - bare, 2), "slowest (s)": heavy})
     report("imports", rows, {"bare interpreter (s)": round(bare, 3)})
+
 
 if __name__ == "__main__":
     main()
