@@ -9,6 +9,8 @@ rule synthetic_sample:
         test=directory(f"{SYNTH_DIR}/stage_2_test_images"),
     log:
         "logs/synthetic_sample.log",
+    benchmark:
+        "logs/benchmarks/synthetic_sample.tsv"
     conda:
         "../envs/preprocess.yaml"
     params:
@@ -177,6 +179,8 @@ rule qc_rejected:
         f"{RESULTS}/qc/rejected.tsv",
     log:
         "logs/qc_rejected.log",
+    benchmark:
+        "logs/benchmarks/qc_rejected.tsv"
     conda:
         "../envs/preprocess.yaml"
     params:

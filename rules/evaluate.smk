@@ -22,6 +22,8 @@ rule evaluate:
         ),
     log:
         "logs/evaluate/{model}.log",
+    benchmark:
+        "logs/benchmarks/evaluate/{model}.tsv"
     wildcard_constraints:
         model="|".join(ALL_MODELS),
     conda:
@@ -44,6 +46,8 @@ rule postprocess:
         sweep=f"{RESULTS}/models/unet/postprocess_sweep.csv",
     log:
         "logs/postprocess.log",
+    benchmark:
+        "logs/benchmarks/postprocess.tsv"
     conda:
         "../envs/tensorflow.yaml"
     resources:
@@ -66,6 +70,8 @@ rule report:
         ),
     log:
         "logs/report.log",
+    benchmark:
+        "logs/benchmarks/report.tsv"
     conda:
         "../envs/report.yaml"
     params:
@@ -87,6 +93,8 @@ rule submission:
         f"{RESULTS}/submission.csv",
     log:
         "logs/submission.log",
+    benchmark:
+        "logs/benchmarks/submission.tsv"
     conda:
         "../envs/tensorflow.yaml"
     resources:

@@ -96,6 +96,8 @@ rule train_baseline:
         run_id=f"{RESULTS}/models/baseline/mlflow_run_id.txt",
     log:
         "logs/train_baseline.log",
+    benchmark:
+        "logs/benchmarks/train_baseline.tsv"
     conda:
         "../envs/torch.yaml"
     resources:

@@ -13,7 +13,7 @@ import torch
 import torchvision
 from conftest import RecordingRun
 
-from pneumoflow import thresholds
+from pneumoflow import thresholds, train_classifier
 from pneumoflow.classifier_inference import classifier_probs, load_classifier
 from pneumoflow.classifiers import WeightsError, build_classifier, count_parameters
 from pneumoflow.train_classifier import ClassifierConfig, fit, load_split
@@ -331,3 +331,20 @@ def test_killed_after_the_last_epoch_still_yields_the_model(weight_files, tmp_pa
     assert again["threshold"] == saved["threshold"]
     before, after = saved["state_dict"], again["state_dict"]
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_checkpoints_are_paced_by_what_a_write_costs(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(train_classifier.time, "perf_counter", lambda: clock[0])
+    pacer = train_classifier.CheckpointPacer()
+    assert pacer.due()  # the first epoch writes: nothing measured yet
+    with pacer.writing():
+        clock[0] += 1.5  # a 956 MB VGG16 head
+    clock[0] += 2.0  # one epoch
+    assert not pacer.due()
+    clock[0] += 13.0  # 15 s of training since the write: 10 writes' worth
+    assert pacer.due()
+    with pacer.writing():
+        clock[0] += 0.001  # a small head: due after every epoch
+    clock[0] += 0.5
+    assert pacer.due()

@@ -12,7 +12,9 @@ from pneumoflow.metrics import (
     format_prediction_string,
     image_score,
     overlap,
+    overlap_from_counts,
     parse_prediction_string,
+    pixel_counts,
     rsna_score,
     two_class_mean_iou,
 )
@@ -129,6 +131,17 @@ def test_overlap_edge_cases():
     empty = np.zeros((1, 3, 3), bool)
     assert overlap(empty, empty)["dice"] == 1.0 and overlap(empty, empty)["iou"] == 1.0
     assert overlap(~empty, empty)["dice"] == 0.0 and overlap(~empty, empty)["empty_rate_negative"] == 0.0
+
+
+def test_overlap_of_shards_equals_overlap_of_the_whole():
+    rng = np.random.default_rng(4)
+    # (10, 12, 12): sparse opacities, some images empty in truth or prediction
+    true = (rng.random((10, 12, 12)) < 0.08) & (rng.random((10, 1, 1)) < 0.6)
+    pred = (true ^ (rng.random((10, 12, 12)) < 0.05)) & (rng.random((10, 1, 1)) < 0.8)
+    parts = [pixel_counts(pred[a:b], true[a:b]) for a, b in ((0, 3), (3, 4), (4, 10))]
+    joined = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    assert overlap_from_counts(joined) == pytest.approx(overlap(pred, true))
+    assert overlap(pred, true)["mean_iou_2class"] == pytest.approx(two_class_mean_iou(pred, true))
 
 
 @pytest.mark.parametrize(

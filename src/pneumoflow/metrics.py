@@ -25,21 +25,40 @@ def overlap(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     mean_dice_positive: mean per-image Dice over images with a true opacity;
     empty_rate_negative: share of images without opacity predicted empty.
     """
+    return overlap_from_counts(pixel_counts(pred, true))
+
+
+def pixel_counts(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image pixel counts of binary masks (N, H, W): {"inter", "pred", "true", "pixels"},
+    each (N,) int64. Counts of several batches concatenate: overlap_from_counts of them equals
+    overlap of the whole (so evaluation can go one shard at a time)."""
+    if pred.shape != true.shape:
+        raise ValueError(f"pred and true masks must have one shape, got {pred.shape} and {true.shape}")
     pred, true = pred.astype(bool), true.astype(bool)
-    inter, p_sum, t_sum = (pred & true).sum(), pred.sum(), true.sum()
+    return {
+        "inter": (pred & true).sum(axis=(1, 2), dtype=np.int64),
+        "pred": pred.sum(axis=(1, 2), dtype=np.int64),
+        "true": true.sum(axis=(1, 2), dtype=np.int64),
+        "pixels": np.full(len(pred), pred[0].size if len(pred) else 0, np.int64),
+    }
+
+
+def overlap_from_counts(counts: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """overlap's metrics from pixel_counts (or several of them concatenated key by key)."""
+    inter, p_sum, t_sum = (int(counts[k].sum()) for k in ("inter", "pred", "true"))
     union = p_sum + t_sum - inter
-    per_inter = (pred & true).sum(axis=(1, 2))
-    per_sum = pred.sum(axis=(1, 2)) + true.sum(axis=(1, 2))
-    positive = true.any(axis=(1, 2))
-    per_dice = 2 * per_inter[positive] / per_sum[positive]
+    positive = counts["true"] > 0
+    per_dice = 2 * counts["inter"][positive] / (counts["pred"] + counts["true"])[positive]
+    negative_empty = counts["pred"][~positive] == 0
+    # {background, opacity} IoU as two_class_mean_iou: a class in neither mask is left out
+    pixels = int(counts["pixels"].sum())
+    ious = [i / u for i, u in ((pixels - union, pixels - inter), (inter, union)) if u]
     return {
         "dice": float(2 * inter / (p_sum + t_sum)) if p_sum + t_sum else 1.0,
         "iou": float(inter / union) if union else 1.0,
-        "mean_iou_2class": two_class_mean_iou(pred, true),
+        "mean_iou_2class": float(np.mean(ious)) if ious else float("nan"),
         "mean_dice_positive": float(per_dice.mean()) if positive.any() else float("nan"),
-        "empty_rate_negative": float((~pred[~positive].any(axis=(1, 2))).mean())
-        if (~positive).any()
-        else float("nan"),
+        "empty_rate_negative": float(negative_empty.mean()) if (~positive).any() else float("nan"),
     }
 
 

@@ -1,0 +1,164 @@
+"""A full-size rehearsal: the whole DAG on N generated RSNA-format images, then two reruns.
+
+    .venv/bin/python benchmarks/bench_full.py [--n 26684] [--image-size 1024] [--train-size 64]
+
+1. Generates N training DICOMs of image-size px in the RSNA layout and encoding (JPEG
+   Baseline, the generator's real encoding; made once under $PNEUMOFLOW_BENCH_DIR and reused).
+2. Runs the whole pipeline on them (`data.source: rsna`, `preprocess.shards: auto`) with a
+   light training config: 1 epoch, every model at train-size px.
+3. Prints per stage (rule): jobs, summed job seconds, elapsed span, CPU seconds, peak RSS of
+   any one job and disk written, from Snakemake's `benchmark:` files.
+4. A no-op rerun, then a rerun after one image is added (one more DICOM and its label rows):
+   seconds and the jobs each one ran.
+
+The run folder is made anew each time; the input folder links to the generated files, so the
+added image never changes the reused sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from common import WORK, report, sample
+
+from pneumoflow.synth import CLASSES_CSV, LABELS_CSV, TEST_DIR, TRAIN_DIR, generate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def light_config(path: Path, rsna_dir: Path, size: int) -> Path:
+    models = {m: {"img_size": size, "epochs": 1} for m in ("unet", "vgg16", "resnet101")}
+    models["baseline"] = {"img_size": size}
+    config = {
+        "data": {"source": "rsna", "rsna_dir": str(rsna_dir)},
+        "preprocess": {"shards": "auto"},
+        "models": models,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def linked_inputs(source: Path, folder: Path) -> Path:
+    """An RSNA folder of symlinks to `source`'s DICOMs (train and test) and copies of its CSVs."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for images in (TRAIN_DIR, TEST_DIR):
+        (folder / images).mkdir(parents=True)
+        for dicom in (source / images).iterdir():
+            (folder / images / dicom.name).symlink_to(dicom)
+    for name in (LABELS_CSV, CLASSES_CSV):
+        shutil.copyfile(source / name, folder / name)
+    return folder
+
+
+def add_one_image(folder: Path, size: int) -> str:
+    """Generate one more image into `folder` (DICOM and CSV rows); return its patientId."""
+    extra = WORK / "extra-image"
+    shutil.rmtree(extra, ignore_errors=True)
+    case = generate(extra, n=3, seed=999, size=size, n_test=0)[0]
+    name = f"{case.patient_id}.dcm"
+    shutil.copyfile(extra / TRAIN_DIR / name, folder / TRAIN_DIR / name)
+    for name in (LABELS_CSV, CLASSES_CSV):
+        rows = pd.read_csv(extra / name)
+        rows[rows.patientId == case.patient_id].to_csv(folder / name, mode="a", header=False, index=False)
+    return case.patient_id
+
+
+def snakemake(workdir: Path, config: Path, cores: int) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    started = time.perf_counter()
+    result = subprocess.run(
+        [*cmd, "--configfile", str(config), "--cores", str(cores)], cwd=REPO, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return seconds, result.stdout + result.stderr
+
+
+def jobs_run(output: str) -> dict[str, int]:
+    """{rule: jobs} from Snakemake's job stats tables (summed over checkpoint re-evaluations)."""
+    counts: dict[str, int] = {}
+    for table in re.findall(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal", output, re.S):
+        for line in table.splitlines():
+            rule, count = line.split()
+            counts[rule] = counts.get(rule, 0) + int(count)
+    return counts
+
+
+def stage_table(workdir: Path) -> list[dict]:
+    """One row per rule from logs/benchmarks/**.tsv (each job's last measurement)."""
+    per_rule: dict[str, list[tuple[pd.Series, float]]] = {}
+    bench = workdir / "logs/benchmarks"
+    for tsv in sorted(bench.rglob("*.tsv")):
+        rule = tsv.relative_to(bench).parts[0].removesuffix(".tsv")
+        row = pd.read_csv(tsv, sep="\t").iloc[-1]
+        per_rule.setdefault(rule, []).append((row, tsv.stat().st_mtime))
+    rows = []
+    for rule, jobs in per_rule.items():
+        starts = [end - row["s"] for row, end in jobs]
+        rows.append(
+            {
+                "stage": rule,
+                "jobs": len(jobs),
+                "job s (sum)": sum(row["s"] for row, _ in jobs),
+                "span s": max(end for _, end in jobs) - min(starts),
+                "CPU s": sum(float(row["cpu_time"]) for row, _ in jobs),
+                "peak RSS MB": max(float(row["max_rss"]) for row, _ in jobs),
+                "written MB": sum(float(row["io_out"]) for row, _ in jobs),
+                "_start": min(starts),
+            }
+        )
+    rows.sort(key=lambda r: r.pop("_start"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=26_684, help="training images (RSNA: 26,684)")
+    parser.add_argument("--image-size", type=int, default=1024, help="DICOM rows = cols (RSNA: 1024)")
+    parser.add_argument("--train-size", type=int, default=64, help="img_size of every model")
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    source = sample(args.n, size=args.image_size)
+    generated = time.perf_counter() - started
+    run = WORK / f"full-{args.n}-{args.image_size}"
+    shutil.rmtree(run, ignore_errors=True)
+    inputs = linked_inputs(source, run / "rsna")
+    config = light_config(run / "config.yaml", inputs, args.train_size)
+    workdir = run / "work"
+
+    seconds, _ = snakemake(workdir, config, args.cores)
+    report(
+        "full_stages",
+        stage_table(workdir),
+        {
+            "run": f"{args.n} images of {args.image_size} px, models at {args.train_size} px, 1 epoch, "
+            f"{args.cores} cores",
+            "whole run (s)": round(seconds, 1),
+            "generating the sample (s, 0 when reused)": round(generated, 1),
+        },
+    )
+    noop_s, noop_out = snakemake(workdir, config, args.cores)
+    pid = add_one_image(inputs, args.image_size)
+    added_s, added_out = snakemake(workdir, config, args.cores)
+    report(
+        "full_reruns",
+        [
+            {"rerun": "nothing changed", "seconds": noop_s, "jobs": str(jobs_run(noop_out) or "none")},
+            {"rerun": f"one image added ({pid})", "seconds": added_s, "jobs": str(jobs_run(added_out))},
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
