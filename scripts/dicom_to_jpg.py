@@ -2,13 +2,16 @@ from pneumoflow.logs import to_file
 
 to_file(snakemake.log[0])
 
-from pneumoflow import convert, imagefolder
 from pneumoflow.shardtables import write_index
 
 if snakemake.params.source == "imagefolder":
-    source_dir, convert_shard = snakemake.params.root, imagefolder.convert_shard
+    from pneumoflow.imagefolder import convert_shard
+
+    source_dir = snakemake.params.root
 else:
-    source_dir, convert_shard = snakemake.params.dicom_dir, convert.convert_shard
+    from pneumoflow.convert import convert_shard
+
+    source_dir = snakemake.params.dicom_dir
 convert_shard(
     snakemake.input.manifest,
     int(snakemake.wildcards.shard),

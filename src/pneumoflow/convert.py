@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
 from pneumoflow import qc
 from pneumoflow.atomic import atomic_dir
-from pneumoflow.dicomio import DicomError, copyable_jpeg, read_dataset, to_uint8
+from pneumoflow.dicomheader import DicomError
 from pneumoflow.dicomscan import copyable_frame
 from pneumoflow.qc import Rejection
 from pneumoflow.tables import read_manifest, write_tsv
@@ -28,6 +27,15 @@ def dicom_to_jpg_bytes(path: str | Path) -> tuple[bytes, bool]:
     frame = copyable_frame(path)  # RSNA's files, without pydicom's parse of the whole file
     if frame is not None:
         return frame, True
+    return _via_pydicom(path)
+
+
+def _via_pydicom(path: str | Path) -> tuple[bytes, bool]:
+    # imported here: a shard whose files all take the fast path never loads pydicom or OpenCV
+    import cv2
+
+    from pneumoflow.dicomio import copyable_jpeg, read_dataset, to_uint8
+
     ds = read_dataset(path)
     frame = copyable_jpeg(ds)
     if frame is not None:

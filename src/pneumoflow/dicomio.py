@@ -6,9 +6,7 @@ names, dates and institutions are never read into our data structures.
 
 from __future__ import annotations
 
-import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,26 +16,9 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import JPEGBaseline8Bit
 
-# Projection radiography; a CT or MR slice that lands in the folder is refused.
-RADIOGRAPH_MODALITIES = ("CR", "DX")
-# Refuse declared sizes above this before any pixel allocation (a 16k x 16k CR is
-# already far beyond any chest radiograph).
-MAX_PIXELS = 16384 * 16384
-
-
-class DicomError(ValueError):
-    """A DICOM that cannot be used; the message is the reason written to qc."""
-
-
-@dataclass(frozen=True)
-class DicomInfo:
-    """Technical header fields of one usable single-frame grayscale image."""
-
-    rows: int
-    cols: int
-    view: str
-    sex: str
-    age: int | None
+# What we take from a header and why we refuse a file live apart (stdlib), so that the fast path
+# (dicomscan) shares them without importing pydicom.
+from pneumoflow.dicomheader import MAX_PIXELS, RADIOGRAPH_MODALITIES, DicomError, DicomInfo, parse_age
 
 
 def read_dataset(path: str | Path) -> pydicom.Dataset:
@@ -56,12 +37,6 @@ def read_dataset(path: str | Path) -> pydicom.Dataset:
     if cut_short:
         raise DicomError(f"truncated DICOM file ({cut_short[0].message})")
     return ds
-
-
-def parse_age(value: object) -> int | None:
-    """PatientAge as an int: RSNA writes a bare number ('51'), DICOM a string like '051Y'."""
-    match = re.match(r"^\s*(\d{1,3})\s*[Yy]?\s*$", str(value or ""))
-    return int(match.group(1)) if match else None
 
 
 def check_dataset(ds: pydicom.Dataset) -> DicomInfo:

@@ -7,6 +7,8 @@ does not expect: another transfer syntax, no DICM preamble, a sequence or elemen
 length, a frame in several fragments, values that do not fit their tag, a cut-short file. The
 callers then go through pydicom (dicomio), which reads the file or says what is wrong, so this
 module never refuses a file itself and never changes what a file becomes.
+
+Stdlib only: a job whose files all take this path never imports pydicom.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from pneumoflow.dicomio import MAX_PIXELS, RADIOGRAPH_MODALITIES, DicomInfo, parse_age
+from pneumoflow.dicomheader import MAX_PIXELS, RADIOGRAPH_MODALITIES, DicomInfo, parse_age
 
 JPEG_BASELINE_8BIT = "1.2.840.10008.1.2.4.50"
 # Explicit VR elements with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).

@@ -12,7 +12,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pneumoflow import qc
-from pneumoflow.dicomio import DicomError, check_dataset, read_dataset
+from pneumoflow.dicomheader import DicomError
 from pneumoflow.dicomscan import header_info
 from pneumoflow.ids import is_plain_id, shard_of
 from pneumoflow.labels import DUPLICATE_ROW, Labels, read_labels
@@ -59,7 +59,7 @@ def _image_rows(labels: Labels, ids: list[str], dicoms: dict[str, Path], rejecti
             continue
         try:
             # the fast path reads RSNA's files; pydicom everything else, and says what is wrong
-            info = header_info(path) or check_dataset(read_dataset(path))
+            info = header_info(path) or _read_with_pydicom(path)
         except DicomError as exc:
             rejections.append(Rejection("manifest", str(path), pid, str(exc)))
             continue
@@ -69,6 +69,12 @@ def _image_rows(labels: Labels, ids: list[str], dicoms: dict[str, Path], rejecti
             rejections.append(Rejection("manifest", str(path), pid, reason))
             continue
         yield pid, info
+
+
+def _read_with_pydicom(path: Path):
+    from pneumoflow import dicomio  # imported here: RSNA's files never need pydicom
+
+    return dicomio.check_dataset(dicomio.read_dataset(path))
 
 
 def build_manifest(
