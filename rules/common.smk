@@ -225,6 +225,11 @@ def get_evaluation_threshold(wildcards):
     return config["evaluate"]["threshold"] if wildcards.model == "unet" else None
 
 
+def get_evaluation_threads(wildcards):
+    """The model's threads (1 for the baseline): cores the scheduler books for its evaluation."""
+    return config["models"][wildcards.model].get("threads", 1)
+
+
 def get_evaluation_code(wildcards):
     env = Path(get_evaluation_env(wildcards)).stem
     return get_code("evaluate.py", env)

@@ -28,7 +28,7 @@ rule evaluate:
         model="|".join(ALL_MODELS),
     conda:
         get_evaluation_env
-    threads: 2
+    threads: get_evaluation_threads
     resources:
         mem_mb=6000,
     params:

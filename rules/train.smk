@@ -69,6 +69,9 @@ rule train_unet:
         "logs/train_unet.log",
     benchmark:
         "logs/benchmarks/train_unet.tsv"
+    # the longest chain (train, postprocess, evaluate, submission): start it first, so that the
+    # shorter classifier jobs fill the cores beside its single-threaded tail
+    priority: 1
     conda:
         "../envs/tensorflow.yaml"
     threads: config["models"]["unet"]["threads"]
