@@ -69,8 +69,8 @@ rule train_unet:
         "logs/train_unet.log",
     benchmark:
         "logs/benchmarks/train_unet.tsv"
-    # the longest chain (train, postprocess, evaluate, submission): start it first, so that the
-    # shorter classifier jobs fill the cores beside its single-threaded tail
+    # the longest chain (train, postprocess, evaluate, submission): start it first, and let the
+    # classifiers' shorter jobs fill the other cores
     priority: 1
     conda:
         "../envs/tensorflow.yaml"
