@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_cache_features.py [--epochs 5] [--n 96] [--size 128]
 
 Both runs use the same seed, data and settings (no augmentation); only
-models.<m>.cache_features differs. No ImageNet file exists offline, so the frozen
+models.<m>.cache_features differs. A third run caches and writes the checkpoint after every
+epoch, as training did before CheckpointPacer. No ImageNet file exists offline, so the frozen
 backbone is torchvision's randomly initialised one saved as a weight file: the time
 per run does not depend on the weight values.
 """
@@ -20,6 +21,7 @@ import torch
 import torchvision
 from common import report
 
+from pneumoflow import train_classifier
 from pneumoflow.train_classifier import ClassifierConfig, fit
 
 
@@ -47,32 +49,38 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["vgg16", "resnet101"])
     args = parser.parse_args()
     train, val = toy_split(args.n, args.size, 1), toy_split(args.n // 3, args.size, 2)
-    rows = []
+    rows, paced = [], train_classifier.CheckpointPacer.WORK_PER_WRITE
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             weights = Path(tmp) / f"{name}.pth"
             torch.manual_seed(0)
             torch.save(getattr(torchvision.models, name)(weights=None).state_dict(), weights)
             result = {}
-            for cache in (False, True):
+            # (cache, checkpoint after every epoch as before CheckpointPacer)
+            for cache, every_epoch in ((False, False), (True, False), (True, True)):
                 cfg = ClassifierConfig(
                     name, img_size=args.size, weights=str(weights), epochs=args.epochs, batch_size=16,
                     lr=0.01, cache_features=cache,
                 )  # fmt: skip
+                train_classifier.CheckpointPacer.WORK_PER_WRITE = 0 if every_epoch else paced
                 started = time.perf_counter()
                 history, _ = fit(
                     cfg, train, val, model_out=Path(tmp) / f"{name}-{cache}.pt",
-                    checkpoint=Path(tmp) / f"{name}-{cache}-ck.pt", run=NoTracking(), fingerprint="bench",
-                    threads=torch.get_num_threads(),
+                    checkpoint=Path(tmp) / f"{name}-{cache}-{every_epoch}-ck.pt", run=NoTracking(),
+                    fingerprint="bench", threads=torch.get_num_threads(),
                 )  # fmt: skip
-                result[cache] = (time.perf_counter() - started, history)
-            (slow, h_slow), (fast, h_fast) = result[False], result[True]
+                result[cache, every_epoch] = (time.perf_counter() - started, history)
+            train_classifier.CheckpointPacer.WORK_PER_WRITE = paced
+            (slow, h_slow), (fast, h_fast) = result[False, False], result[True, False]
+            every = result[True, True][0]
             rows.append(
                 {
                     "model": name,
                     "recompute s": slow,
                     "cached s": fast,
                     "speed-up": slow / fast,
+                    "cached, checkpoint every epoch s": every,
+                    "speed-up then": slow / every,
                     "val_acc recompute": float(h_slow.val_acc.iloc[-1]),
                     "val_acc cached": float(h_fast.val_acc.iloc[-1]),
                     "max |val_loss diff|": float(np.abs(h_slow.val_loss - h_fast.val_loss).max()),
