@@ -5,6 +5,7 @@ import pydicom
 import pytest
 from conftest import gradient
 
+from pneumoflow import dicomscan
 from pneumoflow.convert import dicom_to_jpg_bytes
 from pneumoflow.dicomio import DicomError, check_dataset, copyable_jpeg, read_dataset
 from pneumoflow.dicomscan import copyable_frame, header_info
@@ -91,3 +92,14 @@ def test_a_frame_in_two_fragments_steps_aside(make_dicom):
     assert copyable_frame(path) is None and header_info(path) is None
     jpg, copied = dicom_to_jpg_bytes(path)
     assert copied and np.frombuffer(jpg, np.uint8)[:2].tobytes() == b"\xff\xd8"
+
+
+def test_the_manifest_reads_the_header_not_the_pixels(make_dicom, monkeypatch):
+    # (512, 512) noise: a JPEG of several hundred kB, far beyond the 64 kB header read
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512), dtype=np.uint8)
+    path = make_dicom(noise, jpeg=True)
+    read = []
+    real_pread = dicomscan.os.pread
+    monkeypatch.setattr(dicomscan.os, "pread", lambda fd, n, at: read.append(n) or real_pread(fd, n, at))
+    assert header_info(path) == check_dataset(read_dataset(path))
+    assert path.stat().st_size > 200_000 and sum(read) < 70_000

@@ -13,6 +13,7 @@ Stdlib only: a job whose files all take this path never imports pydicom.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,24 @@ _WANTED |= {BITS_STORED, WINDOW_CENTER, INTERCEPT, SLOPE, VOI_LUT}
 
 @dataclass(frozen=True)
 class Scan:
-    """What `scan` found: raw header values by tag (only the _WANTED ones present) and the
-    JPEG frame's bytes as stored (even-length: maybe one trailing 0x00 pad)."""
+    """What `scan` found: raw header values by tag (only the _WANTED ones present) and where the
+    JPEG frame lies in the file's buffer, [start, end) as stored (even length: maybe one
+    trailing 0x00 pad)."""
 
     values: dict[int, bytes]
-    frame: bytes
+    data: bytes | _FileBytes
+    frame_at: tuple[int, int]
+
+    @property
+    def frame(self) -> bytes:
+        return self.data[self.frame_at[0] : self.frame_at[1]]
+
+    def whole_jpeg(self) -> bool:
+        """The frame starts with SOI and ends with EOI (fragments are padded to even length, so
+        EOI may sit one byte early). Reads 5 bytes of the frame, not all of it."""
+        start, end = self.frame_at
+        head, tail = self.data[start : start + 2], self.data[max(start, end - 3) : end]
+        return head == b"\xff\xd8" and b"\xff\xd9" in tail
 
     def text(self, tag: int, default: str = "") -> str | None:
         """A string value as pydicom gives it (trailing spaces and NULs stripped); None when it
@@ -60,38 +74,48 @@ class Scan:
         return struct.unpack("<H", raw)[0] if len(raw) == 2 else None
 
 
+_TAG_VR, _U16, _U32, _ITEM_HEADER = (struct.Struct(f) for f in ("<HH2s", "<H", "<I", "<HHI"))
+
+
+def _unpack(layout: struct.Struct, data: bytes | _FileBytes, pos: int) -> tuple:
+    return layout.unpack(data[pos : pos + layout.size])
+
+
 def _element(data: bytes, pos: int) -> tuple[int, bytes, int, int] | None:
     """(tag, VR, length, value offset) of the explicit-VR LE element at `pos`, or None."""
     if pos + 8 > len(data):
         return None
-    group, elem, vr = struct.unpack_from("<HH2s", data, pos)
+    group, elem, vr = _unpack(_TAG_VR, data, pos)
     if not vr.isalpha() or not vr.isupper():
         return None
     if vr in _LONG_VRS:
         if pos + 12 > len(data):
             return None
-        return (group << 16) | elem, vr, struct.unpack_from("<I", data, pos + 8)[0], pos + 12
-    return (group << 16) | elem, vr, struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+        return (group << 16) | elem, vr, _unpack(_U32, data, pos + 8)[0], pos + 12
+    return (group << 16) | elem, vr, _unpack(_U16, data, pos + 6)[0], pos + 8
 
 
-def _single_fragment(data: bytes, pos: int) -> tuple[bytes, int] | None:
-    """(the one fragment, offset after the delimiter) of encapsulated pixel data starting at
-    `pos`, or None unless it is exactly: offset table item, one fragment, sequence delimiter."""
+def _single_fragment(data: bytes, pos: int) -> tuple[tuple[int, int], int] | None:
+    """([start, end) of the one fragment, offset after the delimiter) of encapsulated pixel data
+    starting at `pos`, or None unless it is exactly: offset table item, one fragment, sequence
+    delimiter."""
     items = []
     while pos + 8 <= len(data):
-        group, elem, length = struct.unpack_from("<HHI", data, pos)
+        group, elem, length = _unpack(_ITEM_HEADER, data, pos)
         tag, pos = (group << 16) | elem, pos + 8
         if tag == _SEQUENCE_END:
             return (items[1], pos) if len(items) == 2 and length == 0 else None
         if tag != _ITEM or length == _UNDEFINED or pos + length > len(data):
             return None
-        items.append(data[pos : pos + length])
+        items.append((pos, pos + length))
         pos += length
     return None
 
 
-def scan(data: bytes) -> Scan | None:
-    """Header values and JPEG frame of a Part-10 JPEG Baseline file's bytes, or None.
+def scan(data: bytes | _FileBytes) -> Scan | None:
+    """Header values and JPEG frame of a Part-10 JPEG Baseline file's bytes, or None. Only the
+    header, the item tags and what the caller then asks of the frame are read: from a
+    _FileBytes, the pixels stay on disk.
 
     Every element up to the end of the file must parse, after the pixel data too: a file with
     anything unexpected anywhere goes to pydicom.
@@ -114,36 +138,45 @@ def scan(data: bytes) -> Scan | None:
             continue
         if start + length > len(data) or (syntax is None and tag >> 16 != 0x0002):
             return None  # cut short, or a dataset without its transfer syntax
-        value = data[start : start + length]
         if tag == 0x00020010:
-            syntax = value.decode("latin-1").rstrip(" \x00")
+            syntax = data[start : start + length].decode("latin-1").rstrip(" \x00")
             if syntax != JPEG_BASELINE_8BIT:
                 return None
         elif tag in _WANTED:
-            values[tag] = value
+            values[tag] = data[start : start + length]
         pos = start + length
-    return None if frame is None else Scan(values, frame)
+    return None if frame is None else Scan(values, data, frame)
 
 
-def read_scan(path: str | Path) -> Scan | None:
-    """`scan` of the file at `path` (None also when it cannot be read: pydicom will say why)."""
-    try:
-        return scan(Path(path).read_bytes())
-    except OSError:
-        return None
+class _FileBytes:
+    """The bytes of an open file, read where sliced (os.pread); the first 64 kB, where the
+    header lies, in one read. Enough of `bytes` for `scan`: len and slices."""
 
+    HEAD = 65536
 
-def _is_whole_jpeg(frame: bytes) -> bool:
-    # fragments are padded to even length, so EOI may sit one byte early
-    return frame[:2] == b"\xff\xd8" and b"\xff\xd9" in frame[-3:]
+    def __init__(self, fd: int):
+        self.fd, self.size = fd, os.fstat(fd).st_size
+        self.head = os.pread(fd, self.HEAD, 0)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, part: slice) -> bytes:
+        start, stop = part.start, min(part.stop, self.size)
+        if stop <= len(self.head):
+            return self.head[start:stop]
+        return os.pread(self.fd, max(stop - start, 0), start)
 
 
 def copyable_frame(path: str | Path) -> bytes | None:
     """The JPG that dicom_to_jpg writes for the file at `path` (its JPEG frame, pad byte
     dropped) when the fast path can tell it is dicomio.copyable_jpeg's case: MONOCHROME2, 8 bits
     stored, no rescale, no VOI window or LUT. None otherwise: use dicomio."""
-    found = read_scan(path)
-    if found is None or not _is_whole_jpeg(found.frame):
+    try:
+        found = scan(Path(path).read_bytes())  # the whole frame is wanted: one read
+    except OSError:
+        return None
+    if found is None or not found.whole_jpeg():
         return None
     try:
         slope = float(found.text(SLOPE) or 1)
@@ -167,9 +200,22 @@ def header_info(path: str | Path) -> DicomInfo | None:
     """dicomio.check_dataset's DicomInfo for the file at `path` when the fast path finds a file
     that passes every one of its checks; None for anything else (dicomio then reads the file,
     and refuses it with the reason where it is unusable)."""
-    found = read_scan(path)
-    if found is None or not _is_whole_jpeg(found.frame):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return None
+    try:  # reads the header and a few bytes at each end of the frame, not the pixels
+        found = scan(_FileBytes(fd))
+        if found is None or not found.whole_jpeg():
+            return None
+        return _info(found)
+    except (OSError, struct.error):  # changed under us, or unreadable: pydicom will say
+        return None
+    finally:
+        os.close(fd)
+
+
+def _info(found: Scan) -> DicomInfo | None:
     rows, cols = found.ushort(ROWS, 0), found.ushort(COLUMNS, 0)
     modality, photometric = found.text(MODALITY), found.text(PHOTOMETRIC)
     view, sex, age = found.text(VIEW), found.text(PATIENT_SEX), found.text(PATIENT_AGE)
