@@ -175,10 +175,10 @@ def test_mlflow_threads_and_gpus_rerun_nothing(build):
 @pytest.mark.parametrize(
     "old, new, expected",
     [
-        ("resnet101: {img_size: 32, epochs: 1, batch_size: 8, lr: 0.001}",
-         "resnet101: {img_size: 32, epochs: 1, batch_size: 8, lr: 0.002}", RESNET_CHAIN),
-        ("unet: {img_size: 32, epochs: 1, batch_size: 8, lr: 0.001}",
-         "unet: {img_size: 32, epochs: 1, batch_size: 8, lr: 0.002}", UNET_CHAIN),
+        ("resnet101: {img_size: 32, epochs: 1, batch_size: 8, lr: 0.001,",
+         "resnet101: {img_size: 32, epochs: 1, batch_size: 8, lr: 0.002,", RESNET_CHAIN),
+        ("unet: {img_size: 32, epochs: 1, batch_size: 8, lr: 0.001,",
+         "unet: {img_size: 32, epochs: 1, batch_size: 8, lr: 0.002,", UNET_CHAIN),
         ("unet: {img_size: 32,", "unet: {img_size: 48,",
          UNET_CHAIN | {f"arrays[48,{split},{s}]" for split in SPLITS for s in SHARDS}),
         # the classifiers use their val-chosen thresholds; the submission, its tuned one
