@@ -19,6 +19,7 @@ import pytest
 from pneumoflow import tracking
 from pneumoflow.arrays import load_arrays
 from pneumoflow.convert import convert_shard
+from pneumoflow.ids import shard_name, shard_of
 from pneumoflow.synth import Case, write_dicom
 
 REPO = Path(__file__).resolve().parents[1]
@@ -313,9 +314,12 @@ def test_dicom_replaced_by_garbage_between_runs_is_refused_on_rerun(sample_dir, 
     second = snakemake(workdir, *args)
     assert second.returncode == 0, second.stderr[-3000:]
     out = second.stdout + second.stderr
-    # the changed file itself is why its jobs reran (Snakemake's reason names it)
-    reasons = re.findall(r"reason: (.*)", out)
-    assert any("Updated input files" in r and victim.name in r for r in reasons), reasons
+    # the changed listing of the victim's shard is why its jobs reran: that shard's
+    # dicom_to_jpg and the manifest, no other shard's
+    job = r"checkpoint dicom_to_jpg:\n(?:\s+.*\n)*?\s+reason: (.*)\n\s+wildcards: shard=(\d+)"
+    reran = re.findall(job, out)
+    assert [shard for _, shard in reran] == [shard_name(shard_of(victim.stem, 3))], out[-3000:]
+    assert "Params have changed" in reran[0][0], reran
     rejected = pd.read_csv(workdir / "results/qc/rejected.tsv", sep="\t", dtype=str)
     row = rejected[rejected.patientId == victim.stem]
     assert len(row) == 1 and "unreadable DICOM" in row.reason.iloc[0]
