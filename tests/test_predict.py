@@ -41,7 +41,7 @@ def test_boxes_come_back_in_each_images_own_frame(make_dicom, rows, cols):
     (conf, x, y, w, h), *rest = metrics.parse_prediction_string(table.PredictionString[0])
     assert not rest and conf == pytest.approx(0.9)
     assert (x, y, w, h) == pytest.approx((8 * cols / 32, 4 * rows / 32, 8 * cols / 32, 8 * rows / 32))
-    assert (table.rows[0], table.cols[0]) == (rows, cols) and maps["odd"].shape == (rows, cols)
+    assert (table.rows[0], table.cols[0]) == (rows, cols) and maps["odd.dcm"].shape == (rows, cols)
 
 
 @pytest.mark.parametrize(("threshold", "expected"), [(0.5, [0, 1]), (0.95, [0, 0]), (0.1, [1, 1])])
@@ -89,6 +89,54 @@ def test_saved_models_bring_their_size_and_threshold(tmp_path):
         Models.load(tmp_path / "vgg16")
 
 
+def test_same_stem_in_two_folders_or_two_formats_keeps_each_images_own_outputs(tmp_path, monkeypatch):
+    """a/scan.dcm + b/scan.dcm and x.dcm + x.png: four rows, four maps and four overlays, each
+    of its own image's size (keyed by file stem, they overwrote each other)."""
+    from pneumoflow import predict
+    from pneumoflow.synth import Case, write_dicom
+
+    shapes = {"a/scan.dcm": (64, 64), "b/scan.dcm": (96, 48), "x.dcm": (40, 80), "x.png": (72, 56)}
+    for name, shape in shapes.items():
+        path = tmp_path / "in" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".dcm":
+            write_dicom(path, np.full(shape, 90, np.uint8), Case(path.stem, "Normal"))
+        else:
+            cv2.imwrite(str(path), np.full(shape, 90, np.uint8))
+    monkeypatch.setattr(predict.Models, "load", classmethod(lambda cls, folder: Models(unet=SquareUNet())))
+    table = predict.run_predict(
+        [tmp_path / "in" / name for name in ("a", "b", "x.dcm", "x.png")],
+        "unused",
+        tmp_path / "predictions.csv",
+        tmp_path / "overlays",
+    )
+    assert sorted(table.image) == sorted(shapes)
+    assert sorted(table.patientId) == ["scan", "scan", "x", "x"]
+    for row in table.itertuples():
+        assert (row.rows, row.cols) == shapes[row.image]
+        ((_, x, y, w, h),) = metrics.parse_prediction_string(row.PredictionString)
+        assert (x, y, w, h) == pytest.approx(
+            (8 * row.cols / 32, 4 * row.rows / 32, 8 * row.cols / 32, 8 * row.rows / 32)
+        )
+        overlay = cv2.imread(str(tmp_path / "overlays" / f"{row.image}.png"))
+        assert overlay.shape == (*shapes[row.image], 3)
+    overlays = sorted(
+        p.relative_to(tmp_path / "overlays").as_posix() for p in (tmp_path / "overlays").rglob("*.png")
+    )
+    assert overlays == sorted(f"{name}.png" for name in shapes)
+    # the same files in another order and through the files themselves: the same names
+    again, maps = predict_images(
+        sorted((tmp_path / "in").rglob("*.*"), reverse=True), Models(unet=SquareUNet())
+    )
+    assert sorted(again.image) == sorted(shapes) and {k: v.shape for k, v in maps.items()} == shapes
+
+
+def test_an_image_given_twice_is_refused(make_dicom):
+    path = make_dicom(np.full((32, 32), 90, np.uint8), "once")
+    with pytest.raises(ValueError, match="once.dcm is given twice"):
+        predict_images([path, path.parent / "." / path.name], Models(unet=SquareUNet()))
+
+
 def test_unreadable_image_is_named(tmp_path):
     bad = tmp_path / "scan.png"
     bad.write_bytes(b"not a png")
@@ -130,8 +178,8 @@ def test_predict_cli_on_dicom_jpg_and_png(tiny_run, tmp_path):
         assert set(table[column]) <= {0, 1}, column
     assert all(s == "" or BOX.match(s) for s in table.PredictionString)
     overlays = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))
-    assert overlays == sorted(f"{s}.png" for s in table.patientId)
-    assert cv2.imread(str(tmp_path / "overlays" / "as_png.png")).shape == (*image.shape, 3)
+    assert overlays == sorted(f"{s}.png" for s in table.image)
+    assert cv2.imread(str(tmp_path / "overlays" / "as_png.png.png")).shape == (*image.shape, 3)
 
 
 @pytest.mark.e2e

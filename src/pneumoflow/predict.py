@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,21 +82,34 @@ class Models:
         return (["unet"] if self.unet is not None else []) + list(self.classifiers)
 
 
+def image_names(paths: Sequence[Path]) -> list[str]:
+    """Each file's path relative to the folder all of them share, e.g. a/scan.dcm and b/scan.dcm,
+    or x.dcm and x.png: unique per file, and the same on every call with the same files."""
+    resolved = [p.resolve() for p in paths]
+    if len(set(resolved)) < len(resolved):
+        twice = next(str(p) for p, r in zip(paths, resolved, strict=True) if resolved.count(r) > 1)
+        raise ValueError(f"{twice} is given twice (directly or inside a folder); give each image once")
+    common = Path(os.path.commonpath([r.parent for r in resolved]))
+    return [r.relative_to(common).as_posix() for r in resolved]
+
+
 def predict_images(
     paths: Sequence[str | Path], models: Models, batch_size: int = 32
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """One row per image: path, patientId (file stem), rows, cols, <classifier>_probability and
-    <classifier>_pneumonia (at its saved threshold), and with a U-Net unet_probability (max of its
-    map) and PredictionString ("conf x y w h ..." in the image's own pixels, post-processed as
-    tuned on val). Also {patientId: (rows, cols) float32 opacity map}.
+    """One row per image: path, image (image_names: unique), patientId (file stem), rows, cols,
+    <classifier>_probability and <classifier>_pneumonia (at its saved threshold), and with a U-Net
+    unet_probability (max of its map) and PredictionString ("conf x y w h ..." in the image's own
+    pixels, post-processed as tuned on val). Also {image: (rows, cols) float32 opacity map}.
     """
     parts, maps = [], {}
     paths = [Path(p) for p in paths]
+    names = image_names(paths)
     for start in range(0, len(paths), batch_size):
         batch = paths[start : start + batch_size]
         sources = [read_source(p) for p in batch]
         table = {
             "path": [str(p) for p in batch],
+            "image": names[start : start + batch_size],
             "patientId": [p.stem for p in batch],
             "rows": [s.shape[0] for s in sources],
             "cols": [s.shape[1] for s in sources],
@@ -117,9 +131,9 @@ def predict_images(
             probs, boxes = predict_sources(models.unet, sources, models.postprocess, gate)
             table["unet_probability"] = probs.reshape(len(probs), -1).max(axis=1)
             table["PredictionString"] = [metrics.format_prediction_string(b) for b in boxes]
-            for path, p, source in zip(batch, probs, sources, strict=True):
+            for name, p, source in zip(table["image"], probs, sources, strict=True):
                 rows, cols = source.shape
-                maps[path.stem] = cv2.resize(p, (cols, rows), interpolation=cv2.INTER_LINEAR)
+                maps[name] = cv2.resize(p, (cols, rows), interpolation=cv2.INTER_LINEAR)
         parts.append(pd.DataFrame(table))
     return pd.concat(parts, ignore_index=True), maps
 
@@ -151,7 +165,8 @@ def run_predict(
     out_csv: str | Path,
     overlay_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """The `pneumoflow predict` command: predictions.csv (+ one overlay PNG per image)."""
+    """The `pneumoflow predict` command: predictions.csv (+ one overlay PNG per image, at
+    overlay_dir/<image>.png: a/scan.dcm.png, x.png.png, so that no two images share one)."""
     paths = expand_images(images)
     models = Models.load(models_dir)
     table, maps = predict_images(paths, models)
@@ -159,7 +174,8 @@ def run_predict(
         table.to_csv(tmp, index=False)
     if overlay_dir is not None:
         for _, row in table.iterrows():
-            overlay = Path(overlay_dir) / f"{row.patientId}.png"
-            write_overlay(overlay, row.path, row, maps.get(row.patientId), models.postprocess.threshold)
+            overlay = Path(overlay_dir) / f"{row.image}.png"
+            overlay.parent.mkdir(parents=True, exist_ok=True)
+            write_overlay(overlay, row.path, row, maps.get(row.image), models.postprocess.threshold)
     log.info("predicted %d images with %s", len(table), ", ".join(models.names()))
     return table
