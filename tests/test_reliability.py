@@ -204,6 +204,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
+@pytest.mark.needs("tmpfs")
 def test_disk_full_during_a_shard_leaves_no_partial_output(tiny_disk, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -220,6 +221,7 @@ def test_disk_full_during_a_shard_leaves_no_partial_output(tiny_disk, tmp_path):
     assert len(list(out.glob("*.jpg"))) == 12
 
 
+@pytest.mark.needs("tmpfs")
 def test_disk_full_during_a_training_checkpoint_names_the_file(tiny_disk, tmp_path):
     """torch.save on a full disk raises an opaque RuntimeError; the user gets ENOSPC and the path."""
     import torch
