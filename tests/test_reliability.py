@@ -52,6 +52,67 @@ def test_no_phi_in_results_mlflow_store_or_logs(tiny_run):
     assert (tiny_run / "results/mlflow.db").is_file() and scanned > 100
 
 
+def _age_hits(path: Path, ages: tuple[int, ...]) -> list[str]:
+    """Where any of `ages` stands in a file as a number of its own (not inside an id, a longer
+    number or a decimal), or in DICOM's form (091Y). An sqlite database (the MLflow store) is
+    read through its SQL dump, every other file as text where it decodes as UTF-8; binary files
+    (images, weights, arrays) are searched for the DICOM form only."""
+    data = path.read_bytes()
+    if data.startswith(b"SQLite format 3"):
+        import sqlite3
+
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            data = "\n".join(db.iterdump()).encode()
+    hits = [f"{a:03d}Y" for a in ages if f"{a:03d}Y".encode() in data]
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return hits
+    pattern = re.compile(r"(?<![\w.+-])(" + "|".join(map(str, ages)) + r")(?:\.0+)?(?![\w.])")
+    return hits + [text[max(m.start() - 40, 0) : m.end() + 40] for m in pattern.finditer(text)]
+
+
+@pytest.mark.e2e
+def test_ages_over_89_are_stored_as_90_and_found_nowhere(tmp_path):
+    """Ages 91 and 105 planted in two DICOM headers (as 091Y and as RSNA's bare 105): the
+    manifest holds 90 for both ("90 or more"), and neither number is in any file under results/
+    (the MLflow store included), logs/ or Snakemake's logs."""
+    from conftest import TINY, snakemake
+
+    from pneumoflow.synth import generate
+
+    data = tmp_path / "rsna"
+    generate(data, n=30, seed=5, size=256)
+    planted = {}
+    for dicom, age in zip(
+        sorted((data / "stage_2_train_images").glob("*.dcm")), ("091Y", "105"), strict=False
+    ):
+        ds = pydicom.dcmread(dicom)
+        ds.PatientAge = age
+        ds.save_as(dicom)
+        planted[dicom.stem] = age
+    config = tmp_path / "ages.yaml"
+    config.write_text(
+        f"data: {{source: rsna, rsna_dir: '{data}'}}\n"
+        "models: {vgg16: {enabled: false}, resnet101: {enabled: false}}\n"
+    )
+    workdir = tmp_path / "run"
+    result = snakemake(workdir, "--configfile", str(TINY), str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = pd.read_csv(workdir / "results/manifest.tsv", sep="\t", dtype={"patientId": str})
+    ages = manifest.set_index("patientId").age
+    assert [ages[pid] for pid in planted] == [90, 90]
+    assert ages.max() == 90 and (ages < 90).sum() > 20  # the others keep their exact age
+    scanned = 0
+    for folder in ("results", "logs", ".snakemake/log", ".snakemake/metadata"):
+        for path in (workdir / folder).rglob("*"):
+            if path.is_file():
+                hits = _age_hits(path, (91, 105))
+                assert not hits, f"{path} holds {hits[:3]}"
+                scanned += 1
+    assert (workdir / "results/mlflow.db").is_file() and scanned > 50
+
+
 # --- untrusted files --------------------------------------------------------------------------
 
 
