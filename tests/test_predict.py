@@ -207,11 +207,6 @@ def test_predict_cli_on_dicom_jpg_and_png(tiny_run, tmp_path):
         assert set(table[column]) <= {0, 1}, column
     boxes = [metrics.parse_prediction_string(s) for s in table.PredictionString]
     assert all(boxes) and all(BOX.match(s) for s in table.PredictionString)  # every image has boxes
-    # the PNG and JPG copies of the first DICOM: the same opacity, about where the DICOM's is
-    for copy in (2, 3):
-        np.testing.assert_allclose(
-            np.array(boxes[copy][0][1:]), np.array(boxes[0][0][1:]), atol=0.05 * image.shape[0]
-        )
     overlays = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))
     assert overlays == sorted(f"{s}.png" for s in table.image)
     assert cv2.imread(str(tmp_path / "overlays" / "as_png.png.png")).shape == (*image.shape, 3)
