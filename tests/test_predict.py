@@ -169,11 +169,14 @@ def _models_with_boxes(models: Path, out: Path, images: list[Path], gate: bool) 
     probs = unet_probs(unet, np.stack([read_source(p).resized(size) for p in images]))
     lowest_max = float(probs.reshape(len(probs), -1).max(axis=1).min())
     tuned = json.loads((models / "unet/postprocess.json").read_text())
-    tuned.update(threshold=lowest_max / 2, min_area=0.0, gate=0.0 if gate and tuned["gate_with"] else None)
+    tuned.update(
+        threshold=lowest_max / 2, min_area=0.0, gate=0.0 if gate and tuned.get("gate_with") else None
+    )
+    out.mkdir(parents=True)
     for child in models.iterdir():
         if child.name != "unet":
             (out / child.name).symlink_to(child)
-    (out / "unet").mkdir(parents=True)
+    (out / "unet").mkdir()
     for child in (models / "unet").iterdir():
         if child.name != "postprocess.json":
             (out / "unet" / child.name).symlink_to(child)
