@@ -158,8 +158,8 @@ def _predict_cli(*args) -> subprocess.CompletedProcess:
 def _models_with_boxes(models: Path, out: Path, images: list[Path], gate: bool) -> Path:
     """A copy of the pipeline's models folder (links) whose unet/postprocess.json keeps every
     image's boxes: threshold half the lowest image maximum of the U-Net's map, no minimum area,
-    and the tuned gate classifier's probability still scaling the confidences (gate 0) when
-    `gate`. The tiny U-Net's own tuned threshold leaves its images without boxes, and two
+    and, when `gate`, VGG16 as the gate classifier (gate 0: its probability scales the
+    confidences). The tiny U-Net's own tuned threshold leaves its images without boxes, and two
     empty prediction strings agree whatever the paths do."""
     from pneumoflow.images import read_source
     from pneumoflow.unet_inference import input_size, load_unet, unet_probs
@@ -169,9 +169,9 @@ def _models_with_boxes(models: Path, out: Path, images: list[Path], gate: bool) 
     probs = unet_probs(unet, np.stack([read_source(p).resized(size) for p in images]))
     lowest_max = float(probs.reshape(len(probs), -1).max(axis=1).min())
     tuned = json.loads((models / "unet/postprocess.json").read_text())
-    tuned.update(
-        threshold=lowest_max / 2, min_area=0.0, gate=0.0 if gate and tuned.get("gate_with") else None
-    )
+    tuned.update(threshold=lowest_max / 2, min_area=0.0, gate=None)
+    if gate:  # gate 0 drops nothing but scales each box's confidence by VGG16's probability
+        tuned.update(gate=0.0, gate_with="vgg16")
     out.mkdir(parents=True)
     for child in models.iterdir():
         if child.name != "unet":

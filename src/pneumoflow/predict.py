@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,14 +83,20 @@ class Models:
 
 
 def image_names(paths: Sequence[Path]) -> list[str]:
-    """Each file's path relative to the folder all of them share, e.g. a/scan.dcm and b/scan.dcm,
-    or x.dcm and x.png: unique per file, and the same on every call with the same files."""
-    resolved = [p.resolve() for p in paths]
-    if len(set(resolved)) < len(resolved):
-        twice = next(str(p) for p, r in zip(paths, resolved, strict=True) if resolved.count(r) > 1)
+    """Each file's shortest trailing part of its path that no other file's path ends in: the
+    file name where that is unique (x.dcm and x.png), else with its folders (a/scan.dcm and
+    b/scan.dcm). Unique per file, and the same on every call with the same files."""
+    parts = [p.resolve().parts for p in paths]
+    if len(set(parts)) < len(parts):
+        twice = next(str(p) for p, q in zip(paths, parts, strict=True) if parts.count(q) > 1)
         raise ValueError(f"{twice} is given twice (directly or inside a folder); give each image once")
-    common = Path(os.path.commonpath([r.parent for r in resolved]))
-    return [r.relative_to(common).as_posix() for r in resolved]
+    names: dict[int, str] = {}
+    for k in range(1, max(map(len, parts)) + 1):
+        tails = Counter(q[-k:] for q in parts)
+        for i, q in enumerate(parts):
+            if i not in names and (tails[q[-k:]] == 1 or len(q) == k):
+                names[i] = "/".join(q[-k:]).lstrip("/")  # never absolute: it names a file in out dirs
+    return [names[i] for i in range(len(parts))]
 
 
 def predict_images(
@@ -166,7 +172,7 @@ def run_predict(
     overlay_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """The `pneumoflow predict` command: predictions.csv (+ one overlay PNG per image, at
-    overlay_dir/<image>.png: a/scan.dcm.png, x.png.png, so that no two images share one)."""
+    overlay_dir/<image>.png, e.g. x.dcm.png and x.png.png, a/scan.dcm.png and b/scan.dcm.png)."""
     paths = expand_images(images)
     models = Models.load(models_dir)
     table, maps = predict_images(paths, models)
