@@ -73,11 +73,11 @@ def run_once(workdir: Path, i: int) -> dict:
         "run": i + 1,
         "lr": lr,
         "exit": result.returncode,
-        "seconds": round(seconds, 1),
-        "results_MB": round(du_mb(results), 1),
-        "store_MB": round(du_mb(results / "mlflow.db", results / "mlartifacts"), 1),
+        "seconds": round(seconds),
+        "results_MB": round(du_mb(results)),
+        "store_MB": round(du_mb(results / "mlflow.db", results / "mlartifacts")),
         "mlflow_runs": mlflow_runs(results / "mlflow.db"),
-        "peak_RSS_MB": round(peak_kb / 1024, 1),
+        "peak_RSS_MB": round(peak_kb / 1024),
         "locks_left": len(locks),
     }
 
@@ -102,7 +102,7 @@ def main() -> int:
     growth = [b["store_MB"] - a["store_MB"] for a, b in zip(rows, rows[1:], strict=False)]
     notes = {
         "workdir": str(args.workdir),
-        "store growth per run after the first (MB)": [round(g, 1) for g in growth],
+        "store growth per run after the first (MB)": growth,
         "failed runs": [r["run"] for r in rows if r["exit"] != 0],
         "runs that left a lock": [r["run"] for r in rows if r["locks_left"]],
     }

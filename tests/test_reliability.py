@@ -54,7 +54,7 @@ def test_no_phi_in_results_mlflow_store_or_logs(tiny_run):
 
 def _age_hits(path: Path, ages: tuple[int, ...], others: set[str]) -> list[str]:
     """Where any of `ages` stands in a file as a number of its own (not inside an id, a longer
-    number or a decimal), or in DICOM's form (091Y). Lines that name one of the `others`
+    number, a decimal or a percentage), or in DICOM's form (091Y). Lines that name one of the `others`
     patientIds are rows about those patients (their boxes and sizes are numbers too) and are
     passed over. An sqlite database (the MLflow store) is read through its SQL dump, every
     other file as text where it decodes as UTF-8; binary files (images, weights, arrays) are
@@ -70,7 +70,7 @@ def _age_hits(path: Path, ages: tuple[int, ...], others: set[str]) -> list[str]:
         text = data.decode()
     except UnicodeDecodeError:
         return hits
-    number = re.compile(r"(?<![\w.+-])(" + "|".join(map(str, ages)) + r")(?:\.0+)?(?![\w.])")
+    number = re.compile(r"(?<![\w.+-])(" + "|".join(map(str, ages)) + r")(?:\.0+)?(?![\w.%])")
     for line in text.splitlines():
         if number.search(line) and not any(pid in line for pid in others):
             hits.append(line[:200])
