@@ -348,3 +348,36 @@ def test_checkpoints_are_paced_by_what_a_write_costs(monkeypatch):
         clock[0] += 0.001  # a small head: due after every epoch
     clock[0] += 0.5
     assert pacer.due()
+
+
+class _AutocastProbe(torch.nn.Module):
+    """A 2-class linear model that records whether autocast was on in each forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.autocast_seen: list[bool] = []
+
+    def forward(self, x):
+        self.autocast_seen.append(torch.is_autocast_enabled(x.device.type))
+        return self.linear(x)
+
+
+def test_amp_is_a_no_op_on_the_cpu():
+    """amp: true on the CPU: no bf16 autocast, and the settings the run cache's fingerprint
+    is made of are those of amp: false."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pneumoflow.train_classifier import train_one_epoch
+
+    model = _AutocastProbe()
+    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.arange(8) % 2), batch_size=4)
+    cfg = ClassifierConfig("vgg16", amp=True)
+    cpu = torch.device("cpu")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train_one_epoch(model, loader, torch.nn.CrossEntropyLoss(), optimizer, cpu, scaler, cfg,
+                    prepare=lambda x, device: x)  # fmt: skip
+    assert model.autocast_seen == [False, False]
+    assert cfg.on(cpu) == ClassifierConfig("vgg16", amp=False)
+    assert cfg.on(torch.device("cuda")).amp is True  # where it can take effect, it is kept

@@ -1,7 +1,8 @@
 """The tiny pipeline on a real local Slurm, through profiles/slurm and through cluster-generic.
 
 Each run must send every non-local rule to Slurm and produce what a local run produces.
-Skipped, with the reason, where this machine cannot run Slurm (.ci/run installs it).
+Skipped, with the reason, where this machine cannot run Slurm (.ci/run installs it); under
+CI=true that skip fails the run unless PNEUMOFLOW_ALLOW_SKIP allows it (tests/skipguard.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from conftest import REPO, SNAKEMAKE, TINY
 from localslurm import LocalSlurm, unavailable_reason
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.needs("cluster")]
 
 # Rules that run on the submit host (Snakefile `localrules`, plus the target rule).
 LOCAL_RULES = {"all", "qc_rejected", "report"}

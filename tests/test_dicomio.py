@@ -4,7 +4,7 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import gradient
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pneumoflow.dicomio import DicomError, check_dataset, copyable_jpeg, parse_age, read_dataset, to_uint8
 
@@ -80,7 +80,11 @@ def test_header_fields(make_dicom):
     assert info.view == "PA" and info.sex == "M" and info.age == 50
 
 
-@pytest.mark.parametrize("text, age", [("51", 51), ("051Y", 51), ("", None), ("abc", None), (None, None)])
+@pytest.mark.parametrize(
+    "text, age",
+    [("51", 51), ("051Y", 51), ("", None), ("abc", None), (None, None),
+     ("89", 89), ("090Y", 90), ("091Y", 90), ("105", 90), ("155", 90)],  # 90 means "90 or more"
+)  # fmt: skip
 def test_parse_age(text, age):
     assert parse_age(text) == age
 
@@ -161,3 +165,47 @@ def test_refuses_other_modality(make_dicom):
     path = make_dicom(gradient(8, 8), Modality="CT")
     with pytest.raises(DicomError, match="modality 'CT'"):
         check_dataset(read_dataset(path))
+
+
+@pytest.mark.parametrize(
+    ("implicit_vr", "little_endian", "syntax"),
+    [(True, True, ImplicitVRLittleEndian), (False, True, ExplicitVRLittleEndian),
+     (False, False, ExplicitVRBigEndian)],
+)  # fmt: skip
+def test_file_without_file_meta_is_read(make_dicom, tmp_path, implicit_vr, little_endian, syntax):
+    """Older devices write the dataset alone (no preamble, no file meta): read as pydicom reads
+    it with force=True, and converted to the same pixels as the file with its header."""
+    pixels = gradient(30, 20)
+    whole = make_dicom(pixels)
+    ds = pydicom.dcmread(whole)
+    del ds.file_meta
+    ds.preamble = None
+    bare = tmp_path / "bare.dcm"
+    pydicom.dcmwrite(bare, ds, implicit_vr=implicit_vr, little_endian=little_endian)
+    assert bare.read_bytes()[128:132] != b"DICM"
+    with pytest.raises(pydicom.errors.InvalidDicomError):
+        pydicom.dcmread(bare)  # what read_dataset refused as unreadable before
+    read = read_dataset(bare)
+    assert read.file_meta.TransferSyntaxUID == syntax
+    assert check_dataset(read) == check_dataset(read_dataset(whole))
+    np.testing.assert_array_equal(to_uint8(read), pixels)
+
+
+def test_pydicoms_header_less_test_files_are_read_and_refused_for_what_they_are():
+    """pydicom's header-less RT plans parse as datasets: refused for holding no image, not as
+    unreadable."""
+    from pydicom.data import get_testdata_file
+
+    for name in ("ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm"):
+        ds = read_dataset(get_testdata_file(name))
+        assert ds.Modality == "RTPLAN"
+        with pytest.raises(DicomError, match="no pixel data"):
+            check_dataset(ds)
+
+
+@pytest.mark.parametrize("content", [b"patientId,Target\nx,1\n", b"\0" * 300, b"garbage, not a DICOM" * 10])
+def test_bytes_that_only_force_could_read_are_still_unreadable(tmp_path, content):
+    path = tmp_path / "bad.dcm"
+    path.write_bytes(content)
+    with pytest.raises(DicomError, match="unreadable DICOM"):
+        read_dataset(path)

@@ -109,3 +109,27 @@ def test_imagefolder_trains_both_classifiers_end_to_end(tmp_path):
     assert not (results / "models/unet").exists() and not (results / "submission.csv").exists()
     page = (results / "report/report.html").read_text()
     assert "unet: data.source is imagefolder" in page
+
+
+def test_predict_sees_the_pixels_training_sees_for_a_png(tmp_path):
+    """An ImageFolder PNG trains from the JPG dicom_to_jpg writes; predict on the same PNG must
+    decode that JPG too, not the PNG's own (lossless) pixels."""
+    from pneumoflow.arrays import decode_resized
+    from pneumoflow.imagefolder import convert_shard
+    from pneumoflow.images import read_source
+
+    root = tmp_path / "folder"
+    (root / "test" / "NORMAL").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    image = rng.normal(90, 30, (150, 200)).clip(0, 255).astype(np.uint8)  # noise: JPEG changes it
+    cv2.imwrite(str(root / "test" / "NORMAL" / "film.png"), image)
+    manifest, _, _ = build_manifest(root, CLASSES, n_shards=1)
+    manifest.to_csv(tmp_path / "manifest.tsv", sep="\t", index=False)
+    counts = convert_shard(tmp_path / "manifest.tsv", 0, root, tmp_path / "jpg", tmp_path / "refused.tsv")
+    assert counts == {"copied": 0, "encoded": 1, "refused": 0}
+    (trained_on,) = (tmp_path / "jpg").glob("*.jpg")
+    source = read_source(root / "test" / "NORMAL" / "film.png")
+    np.testing.assert_array_equal(source.image, cv2.imread(str(trained_on), cv2.IMREAD_GRAYSCALE))
+    for size in (32, 64):
+        np.testing.assert_array_equal(source.resized(size), decode_resized(trained_on, size, image.shape))
+    assert not np.array_equal(source.image, image)  # the test can fail: JPEG really moved pixels

@@ -16,6 +16,7 @@ from pneumoflow.metrics import (
     parse_prediction_string,
     pixel_counts,
     rsna_score,
+    threshold_scores,
     two_class_mean_iou,
 )
 
@@ -117,6 +118,91 @@ def test_matches_reference_on_random_boxes():
         assert image_score(preds, truths) == (
             None if expected is None else pytest.approx(expected, abs=1e-12)
         )
+
+
+# --- our matching rule against the public Kaggle kernel's -------------------------------------
+
+THRESHOLDS = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75]
+
+
+def _kernel_threshold_scores(preds, truths):
+    """The rule of the widely used public kernel (Yicheng Chen, "Mean Average Precision Metric"),
+    written here from its description, not copied: at each threshold the truths, in the order
+    given, each take the most confident prediction not yet taken whose IoU is >= t; FP are the
+    predictions left over."""
+    preds = sorted(preds, key=lambda p: p[0], reverse=True)
+    scores = []
+    for t in THRESHOLDS:
+        taken = set()
+        for truth in truths:
+            hit = next(
+                (j for j, p in enumerate(preds) if j not in taken and box_iou(p[1:], truth) >= t), None
+            )
+            if hit is not None:
+                taken.add(hit)
+        tp = len(taken)
+        scores.append(tp / (tp + (len(preds) - tp) + (len(truths) - tp)))
+    return np.array(scores)
+
+
+# the issue's case: two truths; the confident prediction overlaps both
+TRUTHS = [(28, 47, 17, 30), (29, 53, 10, 30)]
+PREDS = [(0.58, 21, 54, 17, 30), (0.8, 29, 50, 10, 30)]
+
+
+def test_the_two_rules_part_on_a_prediction_that_overlaps_two_truths():
+    """IoUs, worked by hand (areas 510, 300, 510, 300):
+    P0.8 vs T1: 10 x 27 = 270 / (300 + 510 - 270) = 0.500;  vs T2: 270 / 330 = 0.818
+    P0.58 vs T1: 10 x 23 = 230 / 790 = 0.291;                 vs T2: 9 x 29 = 261 / 549 = 0.475
+    Ours: P0.8 goes first and takes its best truth, T2 (0.818 > t everywhere); P0.58 is left
+    with T1 at 0.291 < 0.40: TP 1, FP 1, FN 1 = 1/3 at every threshold, mean 1/3.
+    The kernel: T1 goes first and takes P0.8 (0.500 >= t for t <= 0.50); T2 is left with P0.58
+    (0.475 >= t for t <= 0.45): 2/2 at 0.40 and 0.45; from 0.50 on 1/3 -> mean (2 + 6/3) / 8 = 0.5.
+    At 0.50 the two pair different boxes but count alike."""
+    ious = [[box_iou(p[1:], t) for t in TRUTHS] for p in PREDS]
+    np.testing.assert_allclose(ious, [[230 / 790, 261 / 549], [270 / 540, 270 / 330]])
+    np.testing.assert_allclose(threshold_scores(PREDS, TRUTHS), [1 / 3] * 8)
+    np.testing.assert_allclose(_kernel_threshold_scores(PREDS, TRUTHS), [1, 1] + [1 / 3] * 6)
+    assert image_score(PREDS, TRUTHS) == pytest.approx(1 / 3)
+    # the kernel depends on the order the truths are listed in; ours does not
+    np.testing.assert_allclose(_kernel_threshold_scores(PREDS, TRUTHS[::-1]), [1 / 3] * 8)
+    assert image_score(PREDS, TRUTHS[::-1]) == pytest.approx(1 / 3)
+
+
+def test_the_two_rules_part_on_an_iou_equal_to_a_threshold():
+    """IoU exactly 0.5 (50 x 10 inside 100 x 10): a hit needs IoU > t in the competition's text
+    ("greater than 0.5"), >= t in the kernel: 2 hits of 8 against 3 of 8."""
+    preds, truths = [(0.9, 0, 0, 50, 10)], [(0, 0, 100, 10)]
+    assert box_iou(preds[0][1:], truths[0]) == 0.5
+    np.testing.assert_allclose(threshold_scores(preds, truths), [1, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(_kernel_threshold_scores(preds, truths), [1, 1, 1, 0, 0, 0, 0, 0])
+
+
+def _contended(preds, truths) -> bool:
+    """True when some prediction reaches IoU >= 0.40 with two truths, or some truth with two
+    predictions: only then can the order of matching change which pairs form."""
+    near = np.array([[box_iou(p[1:], t) >= 0.40 for t in truths] for p in preds])
+    return bool((near.sum(axis=0) > 1).any() or (near.sum(axis=1) > 1).any())
+
+
+def test_the_rules_agree_exactly_where_no_box_is_contended():
+    """On random images (float boxes, so no IoU lands exactly on a threshold) the two rules give
+    the same score wherever no box has two candidates; every disagreement is a contended image."""
+    rng = np.random.default_rng(1)
+    disagreements, contended = 0, 0
+    for _ in range(2000):
+        truths = [tuple(rng.uniform([0, 0, 10, 10], [60, 60, 40, 40])) for _ in range(rng.integers(1, 4))]
+        preds = []
+        for _ in range(rng.integers(1, 5)):
+            x, y, w, h = truths[rng.integers(len(truths))]
+            preds.append((rng.random(), x + rng.normal(0, 6), y + rng.normal(0, 6), w, h))
+        ours, kernel = threshold_scores(preds, truths), _kernel_threshold_scores(preds, truths)
+        if _contended(preds, truths):
+            contended += 1
+            disagreements += not np.allclose(ours, kernel)
+        else:
+            np.testing.assert_allclose(ours, kernel, err_msg=f"{preds} {truths}")
+    assert contended > 100 and disagreements > 0  # the test can fail: the rules do part
 
 
 def test_overlap_edge_cases():

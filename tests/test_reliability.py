@@ -53,6 +53,71 @@ def test_no_phi_in_results_mlflow_store_or_logs(tiny_run):
     assert (tiny_run / "results/mlflow.db").is_file() and scanned > 100
 
 
+def _age_hits(path: Path, ages: tuple[int, ...], others: set[str]) -> list[str]:
+    """Where any of `ages` stands in a file as a number of its own (not inside an id, a longer
+    number, a decimal or a percentage), or in DICOM's form (091Y). Lines that name one of the `others`
+    patientIds are rows about those patients (their boxes and sizes are numbers too) and are
+    passed over. An sqlite database (the MLflow store) is read through its SQL dump, every
+    other file as text where it decodes as UTF-8; binary files (images, weights, arrays) are
+    searched for the DICOM form only."""
+    data = path.read_bytes()
+    if data.startswith(b"SQLite format 3"):
+        import sqlite3
+
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            data = "\n".join(db.iterdump()).encode()
+    hits = [f"{a:03d}Y" for a in ages if f"{a:03d}Y".encode() in data]
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return hits
+    number = re.compile(r"(?<![\w.+-])(" + "|".join(map(str, ages)) + r")(?:\.0+)?(?![\w.%])")
+    for line in text.splitlines():
+        if number.search(line) and not any(pid in line for pid in others):
+            hits.append(line[:200])
+    return hits
+
+
+@pytest.mark.e2e
+def test_ages_over_89_are_stored_as_90_and_found_nowhere(tmp_path):
+    """Ages 91 and 105 planted in two DICOM headers (as 091Y and as RSNA's bare 105): the
+    manifest holds 90 for both ("90 or more"), and neither number is in any file under results/
+    (the MLflow store included), logs/ or Snakemake's logs."""
+    from conftest import TINY, snakemake
+
+    from pneumoflow.synth import generate
+
+    data = tmp_path / "rsna"
+    cases = generate(data, n=30, seed=5, size=256)
+    # two patients without boxes, so that no box coordinate of theirs can look like an age
+    planted = dict(zip([c.patient_id for c in cases if c.klass == "Normal"], ("091Y", "105"), strict=False))
+    for pid, age in planted.items():
+        ds = pydicom.dcmread(data / "stage_2_train_images" / f"{pid}.dcm")
+        ds.PatientAge = age
+        ds.save_as(data / "stage_2_train_images" / f"{pid}.dcm")
+    others = {p.stem for p in data.rglob("*.dcm")} - set(planted)
+    config = tmp_path / "ages.yaml"
+    config.write_text(
+        f"data: {{source: rsna, rsna_dir: '{data}'}}\n"
+        "models: {vgg16: {enabled: false}, resnet101: {enabled: false}}\n"
+    )
+    workdir = tmp_path / "run"
+    result = snakemake(workdir, "--configfile", str(TINY), str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = pd.read_csv(workdir / "results/manifest.tsv", sep="\t", dtype={"patientId": str})
+    ages = manifest.set_index("patientId").age
+    assert len(planted) == 2 and [ages[pid] for pid in planted] == [90, 90]
+    assert ages.max() == 90 and (ages < 90).sum() > 20  # the others keep their exact age
+    scanned = 0
+    for folder in ("results", "logs", ".snakemake/log", ".snakemake/metadata"):
+        for path in (workdir / folder).rglob("*"):
+            if path.is_file():
+                hits = _age_hits(path, (91, 105), others)
+                assert not hits, f"{path} holds {hits[:3]}"
+                scanned += 1
+    assert (workdir / "results/mlflow.db").is_file() and scanned > 50
+
+
 # --- untrusted files --------------------------------------------------------------------------
 
 
@@ -205,6 +270,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
+@pytest.mark.needs("tmpfs")
 def test_disk_full_during_a_shard_leaves_no_partial_output(tiny_disk, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -221,6 +287,7 @@ def test_disk_full_during_a_shard_leaves_no_partial_output(tiny_disk, tmp_path):
     assert len(list(out.glob("*.jpg"))) == 12
 
 
+@pytest.mark.needs("tmpfs")
 def test_disk_full_during_a_training_checkpoint_names_the_file(tiny_disk, tmp_path):
     """torch.save on a full disk raises an opaque RuntimeError; the user gets ENOSPC and the path."""
     import torch

@@ -31,7 +31,15 @@ class DicomInfo:
     age: int | None
 
 
+# Every age of 90 or more is stored and shown as this (see parse_age).
+AGE_CAP = 90
+
+
 def parse_age(value: object) -> int | None:
-    """PatientAge as an int: RSNA writes a bare number ('51'), DICOM a string like '051Y'."""
+    """PatientAge as an int: RSNA writes a bare number ('51'), DICOM a string like '051Y'.
+
+    Ages of 90 and over come back as AGE_CAP, meaning "90 or more": under HIPAA's Safe Harbor
+    rule an exact age over 89 identifies a patient.
+    """
     match = re.match(r"^\s*(\d{1,3})\s*[Yy]?\s*$", str(value or ""))
-    return int(match.group(1)) if match else None
+    return min(int(match.group(1)), AGE_CAP) if match else None

@@ -12,9 +12,17 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pydicom.config
+from pydicom.datadict import dictionary_has_tag
+from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import get_frame
+from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
-from pydicom.uid import JPEGBaseline8Bit
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+)
 
 # What we take from a header and why we refuse a file live apart (stdlib), so that the fast path
 # (dicomscan) shares them without importing pydicom.
@@ -29,13 +37,38 @@ def read_dataset(path: str | Path) -> pydicom.Dataset:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(path)
+            try:
+                ds = pydicom.dcmread(path)
+            except InvalidDicomError:  # no preamble and file meta: older devices write these
+                ds = _read_without_file_meta(path)
         except Exception as exc:  # pydicom raises many types for damaged files
             raise DicomError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
     # pydicom reads a file cut short as far as it goes and only warns
     cut_short = [w for w in caught if "end of file" in str(w.message).lower()]
     if cut_short:
         raise DicomError(f"truncated DICOM file ({cut_short[0].message})")
+    return ds
+
+
+# the transfer syntax of a file without file meta, from how pydicom found it encoded
+_ENCODINGS = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
+              (False, False): ExplicitVRBigEndian}  # fmt: skip
+# attributes of which a stored DICOM dataset has at least one
+_DATASET_KEYWORDS = ("SOPClassUID", "Modality", "PixelData")
+
+
+def _read_without_file_meta(path: str | Path) -> pydicom.Dataset:
+    """A dataset written without preamble and file meta, read with force=True when it parses as
+    one: standard tags (garbage read by force gives unknown or command-group tags), at least one
+    of _DATASET_KEYWORDS. The transfer syntax it was found in goes into its file meta."""
+    ds = pydicom.dcmread(path, force=True)
+    public = [tag for tag in ds.keys() if not tag.is_private]
+    if not any(k in ds for k in _DATASET_KEYWORDS) or not all(
+        tag.group != 0 and dictionary_has_tag(tag) for tag in public
+    ):
+        raise InvalidDicomError("no DICOM file header, and the bytes do not parse as a DICOM dataset")
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = _ENCODINGS[tuple(ds.original_encoding)]
     return ds
 
 

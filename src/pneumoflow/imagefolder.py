@@ -14,12 +14,12 @@ import re
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pandas as pd
 
 from pneumoflow import qc
 from pneumoflow.atomic import atomic_dir
 from pneumoflow.ids import shard_of
+from pneumoflow.images import JPEG_MAGIC, training_jpg
 from pneumoflow.manifest import BOX_COLUMNS, MANIFEST_COLUMNS, QCError, check_rejected_fraction
 from pneumoflow.qc import Rejection
 from pneumoflow.split import SPLITS
@@ -28,7 +28,6 @@ from pneumoflow.tables import read_manifest, write_tsv
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def list_files(root: str | Path) -> list[Path]:
@@ -114,25 +113,19 @@ def run_manifest(
 def convert_shard(manifest_tsv, shard: int, root, out_dir, rejected_out) -> dict[str, int]:
     """The dicom_to_jpg stage for ImageFolder input: <id>.jpg per image of the shard.
 
-    JPEG files are copied byte for byte; PNGs are decoded and written as JPG.
+    JPEG files are copied byte for byte; PNGs are decoded and written as JPG (images.training_jpg,
+    which `pneumoflow predict` shares).
     """
     manifest = read_manifest(manifest_tsv)
     counts, rejections = {"copied": 0, "encoded": 0, "refused": 0}, []
     with atomic_dir(out_dir) as out:
         for row in manifest[manifest["shard"] == shard].itertuples(index=False):
             path = Path(root) / row.source
-            data = path.read_bytes()
-            copied = data.startswith(JPEG_MAGIC)
-            if not copied:
-                image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-                ok, encoded = (False, None) if image is None else cv2.imencode(".jpg", image)
-                if not ok:
-                    rejections.append(
-                        Rejection("dicom_to_jpg", str(path), row.patientId, "cannot be decoded")
-                    )
-                    counts["refused"] += 1
-                    continue
-                data = encoded.tobytes()
+            data = training_jpg(path.read_bytes())
+            if data is None:
+                rejections.append(Rejection("dicom_to_jpg", str(path), row.patientId, "cannot be decoded"))
+                counts["refused"] += 1
+                continue
             (out / f"{row.patientId}.jpg").write_bytes(data)
             counts[
                 "copied" if data.startswith(JPEG_MAGIC) and path.suffix.lower() != ".png" else "encoded"

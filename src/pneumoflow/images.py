@@ -1,7 +1,9 @@
 """Any radiograph file -> the grayscale image training sees (predict and submission share it).
 
 A DICOM becomes the JPG that dicom_to_jpg writes (header checks included), decoded to
-grayscale as the arrays stage decodes it; JPG and PNG files are decoded directly.
+grayscale as the arrays stage decodes it; a JPG or PNG file becomes the JPG that
+dicom_to_jpg writes for an ImageFolder input (training_jpg: a PNG is re-encoded), so
+training and prediction see the same pixels.
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ class Source(NamedTuple):
         return decode_resized(self.data, size, self.shape)
 
 
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def training_jpg(data: bytes) -> bytes | None:
+    """The JPG that training sees for a JPG or PNG file's bytes: JPEG bytes as they are; any
+    other image decoded to grayscale and encoded as JPG (OpenCV's default quality, 95).
+    None when the bytes do not decode."""
+    if data.startswith(JPEG_MAGIC):
+        return data
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    ok, encoded = (False, None) if image is None else cv2.imencode(".jpg", image)
+    return encoded.tobytes() if ok else None
+
+
 def read_source(path: str | Path) -> Source:
     """The Source of a DICOM, JPG or PNG file; ValueError naming the file if unusable."""
     path = Path(path)
@@ -54,10 +70,10 @@ def read_source(path: str | Path) -> Source:
             check_dataset(read_dataset(path))
             data, _ = dicom_to_jpg_bytes(path)
         else:
-            data = path.read_bytes()
+            data = training_jpg(path.read_bytes())
     except ValueError as exc:  # DicomError is a ValueError
         raise ValueError(f"{path}: {exc}") from exc
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    image = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise ValueError(f"{path}: not a DICOM, JPG or PNG image that can be decoded")
     return Source(data, image)

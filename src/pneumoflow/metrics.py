@@ -112,18 +112,24 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def image_score(preds: Sequence[ScoredBox], truths: Sequence[Box]) -> float | None:
-    """RSNA score of one image: mean over IoU thresholds of TP / (TP + FP + FN).
+def threshold_scores(preds: Sequence[ScoredBox], truths: Sequence[Box]) -> np.ndarray:
+    """TP / (TP + FP + FN) at each of IOU_THRESHOLDS, (8,) float64, for an image with at least
+    one truth and one prediction.
 
-    Predictions are matched in descending confidence, each to the unmatched
-    truth it overlaps most; a hit needs IoU > t. None when the image has neither
-    truths nor predictions (it is left out of the mean); 0 when it has no truth
-    but any prediction.
+    The matching rule is the competition's evaluation text (kaggle.com/c/rsna-pneumonia-detection-
+    challenge, Evaluation): "a predicted object is considered a 'hit' if its intersection over
+    union with a ground truth object is greater than" t, and "Bounding boxes will be evaluated in
+    order of their confidence levels [...] boxes with higher confidence will be checked first for
+    matches against solutions, which determines what boxes are considered true and false
+    positives." So the predictions take turns, most confident first; each takes the unmatched
+    truth it overlaps most (the text leaves this choice open), a hit when IoU > t.
+
+    The widely copied public kernel (Yicheng Chen, "Mean Average Precision Metric",
+    kaggle.com/chenyc15/mean-average-precision-metric) loops over the truths instead, each taking
+    the most confident unmatched prediction with IoU >= t. The two part when a prediction could
+    match more than one truth or a truth more than one prediction, and when an IoU equals a
+    threshold exactly (tests/test_metrics.py works such cases by hand).
     """
-    if not truths and not preds:
-        return None
-    if not truths or not preds:
-        return 0.0
     ordered = sorted(preds, key=lambda p: -p[0])
     ious = np.array([[box_iou(p[1:], t) for t in truths] for p in ordered])
     scores = []
@@ -138,7 +144,19 @@ def image_score(preds: Sequence[ScoredBox], truths: Sequence[Box]) -> float | No
                 tp += 1
         fp, fn = len(ordered) - tp, len(truths) - tp
         scores.append(tp / (tp + fp + fn))
-    return float(np.mean(scores))
+    return np.array(scores)
+
+
+def image_score(preds: Sequence[ScoredBox], truths: Sequence[Box]) -> float | None:
+    """RSNA score of one image: the mean of threshold_scores (its docstring states the matching
+    rule and its source). None when the image has neither truths nor predictions (it is left
+    out of the mean); 0 when it has no truth but any prediction, or truths and no prediction.
+    """
+    if not truths and not preds:
+        return None
+    if not truths or not preds:
+        return 0.0
+    return float(threshold_scores(preds, truths).mean())
 
 
 def rsna_score(preds: Mapping[str, Sequence[ScoredBox]], truths: Mapping[str, Sequence[Box]]) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,21 +82,40 @@ class Models:
         return (["unet"] if self.unet is not None else []) + list(self.classifiers)
 
 
+def image_names(paths: Sequence[Path]) -> list[str]:
+    """Each file's shortest trailing part of its path that no other file's path ends in: the
+    file name where that is unique (x.dcm and x.png), else with its folders (a/scan.dcm and
+    b/scan.dcm). Unique per file, and the same on every call with the same files."""
+    parts = [p.resolve().parts for p in paths]
+    if len(set(parts)) < len(parts):
+        twice = next(str(p) for p, q in zip(paths, parts, strict=True) if parts.count(q) > 1)
+        raise ValueError(f"{twice} is given twice (directly or inside a folder); give each image once")
+    names: dict[int, str] = {}
+    for k in range(1, max(map(len, parts)) + 1):
+        tails = Counter(q[-k:] for q in parts)
+        for i, q in enumerate(parts):
+            if i not in names and (tails[q[-k:]] == 1 or len(q) == k):
+                names[i] = "/".join(q[-k:]).lstrip("/")  # never absolute: it names a file in out dirs
+    return [names[i] for i in range(len(parts))]
+
+
 def predict_images(
     paths: Sequence[str | Path], models: Models, batch_size: int = 32
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """One row per image: path, patientId (file stem), rows, cols, <classifier>_probability and
-    <classifier>_pneumonia (at its saved threshold), and with a U-Net unet_probability (max of its
-    map) and PredictionString ("conf x y w h ..." in the image's own pixels, post-processed as
-    tuned on val). Also {patientId: (rows, cols) float32 opacity map}.
+    """One row per image: path, image (image_names: unique), patientId (file stem), rows, cols,
+    <classifier>_probability and <classifier>_pneumonia (at its saved threshold), and with a U-Net
+    unet_probability (max of its map) and PredictionString ("conf x y w h ..." in the image's own
+    pixels, post-processed as tuned on val). Also {image: (rows, cols) float32 opacity map}.
     """
     parts, maps = [], {}
     paths = [Path(p) for p in paths]
+    names = image_names(paths)
     for start in range(0, len(paths), batch_size):
         batch = paths[start : start + batch_size]
         sources = [read_source(p) for p in batch]
         table = {
             "path": [str(p) for p in batch],
+            "image": names[start : start + batch_size],
             "patientId": [p.stem for p in batch],
             "rows": [s.shape[0] for s in sources],
             "cols": [s.shape[1] for s in sources],
@@ -117,9 +137,9 @@ def predict_images(
             probs, boxes = predict_sources(models.unet, sources, models.postprocess, gate)
             table["unet_probability"] = probs.reshape(len(probs), -1).max(axis=1)
             table["PredictionString"] = [metrics.format_prediction_string(b) for b in boxes]
-            for path, p, source in zip(batch, probs, sources, strict=True):
+            for name, p, source in zip(table["image"], probs, sources, strict=True):
                 rows, cols = source.shape
-                maps[path.stem] = cv2.resize(p, (cols, rows), interpolation=cv2.INTER_LINEAR)
+                maps[name] = cv2.resize(p, (cols, rows), interpolation=cv2.INTER_LINEAR)
         parts.append(pd.DataFrame(table))
     return pd.concat(parts, ignore_index=True), maps
 
@@ -151,7 +171,8 @@ def run_predict(
     out_csv: str | Path,
     overlay_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """The `pneumoflow predict` command: predictions.csv (+ one overlay PNG per image)."""
+    """The `pneumoflow predict` command: predictions.csv (+ one overlay PNG per image, at
+    overlay_dir/<image>.png, e.g. x.dcm.png and x.png.png, a/scan.dcm.png and b/scan.dcm.png)."""
     paths = expand_images(images)
     models = Models.load(models_dir)
     table, maps = predict_images(paths, models)
@@ -159,7 +180,8 @@ def run_predict(
         table.to_csv(tmp, index=False)
     if overlay_dir is not None:
         for _, row in table.iterrows():
-            overlay = Path(overlay_dir) / f"{row.patientId}.png"
-            write_overlay(overlay, row.path, row, maps.get(row.patientId), models.postprocess.threshold)
+            overlay = Path(overlay_dir) / f"{row.image}.png"
+            overlay.parent.mkdir(parents=True, exist_ok=True)
+            write_overlay(overlay, row.path, row, maps.get(row.image), models.postprocess.threshold)
     log.info("predicted %d images with %s", len(table), ", ".join(models.names()))
     return table

@@ -67,6 +67,16 @@ class ClassifierConfig:
         values = {k: v for k, v in section.items() if k not in ("enabled", "augment", "gpus", "threads")}
         return cls(name=name, **values, **section.get("augment", {}))
 
+    def on(self, device: torch.device) -> ClassifierConfig:
+        """The settings as they take effect on `device`: amp only on a GPU. On the CPU, bf16
+        autocast would change the numbers (the schema says amp is ignored there), and a run with
+        amp: true must be the same run, fingerprint included, as one with amp: false."""
+        return dataclasses.replace(self, amp=self.amp and device.type == "cuda")
+
+
+def training_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 def load_split(npz_paths: list[str | Path], name: str) -> tuple[DiskRows, np.ndarray]:
     """(images: N rows of (S, S) uint8, read from the .npz files as needed; labels (N,) uint8)
@@ -134,7 +144,7 @@ def train_one_epoch(
     for images, labels in loader:
         x = prepare(images, device)
         labels = labels.to(device)
-        with torch.autocast(device.type, enabled=cfg.amp):
+        with torch.autocast(device.type, enabled=cfg.on(device).amp):
             logits = model(x)
             loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -240,7 +250,8 @@ def fit(
     CheckpointPacer allows; a later call with the same fingerprint resumes at epoch + 1.
     """
     torch.manual_seed(cfg.seed)  # also fixes the probe's random backbone
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
+    cfg = cfg.on(device)
     if device.type == "cpu":
         torch.set_num_threads(max(threads, 1))
     model, kind = classifiers.build_classifier(cfg.name, cfg.weights)
@@ -251,7 +262,7 @@ def fit(
     )
     optimizer = make_optimizer(cfg, model, kind, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
     criterion = nn.CrossEntropyLoss()
     history, best, start = [], (-1.0, -np.inf), 0
     if checkpoint.exists():
@@ -489,7 +500,7 @@ def run_stage(
     weights hashes, the head and the threshold), per-epoch metrics, history, curves and the
     model to MLflow; writes the val split's probabilities (patientId, probability, label).
     """
-    cfg = ClassifierConfig.from_config(name, section)
+    cfg = ClassifierConfig.from_config(name, section).on(training_device())
     tags = dict(tags)
     if cfg.weights is None:
         log.warning(describe_head(cfg, classifiers.PROBE_HEAD))
