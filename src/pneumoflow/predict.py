@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +154,13 @@ def run_predict(
 ) -> pd.DataFrame:
     """The `pneumoflow predict` command: predictions.csv (+ one overlay PNG per image)."""
     paths = expand_images(images)
-    models = Models.load(models_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        if str(models_dir).startswith("models:/"):  # a registered model: fetch its one file
+            from pneumoflow.mlflow_models import download_registered
+            from pneumoflow.tracking import TrackingSettings
+
+            models_dir = download_registered(str(models_dir), tmp, TrackingSettings().uri)
+        models = Models.load(models_dir)
     table, maps = predict_images(paths, models)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)

@@ -1,10 +1,13 @@
 """MLflow tracking shared by every training and evaluation stage.
 
-One experiment; one run per model per training, named after the model, grouped
-under a parent run per `snakemake` invocation; a run cache keyed by a
-fingerprint of (stage config, input data, stage code closure, library versions)
-so finished work is restored instead of redone. The resume checkpoints carry
-the same fingerprint.
+One experiment, marked as model training (the UI opens on its runs); one top-level
+run per model per training, named after the model and tagged with the run of the
+`snakemake` invocation that made it (top level, not nested: nested runs show as
+one collapsed row without metrics in the UI, model runs as rows whose metrics sort
+side by side); a run cache keyed by a fingerprint of (stage config, input data,
+stage code closure, library versions) so finished work is restored instead of
+redone. The resume checkpoints carry the same fingerprint. The model itself is
+stored once, as the run's logged model (pneumoflow.mlflow_models).
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "PNEUMOFLOW_PARENT_RUN_ID"
+PIPELINE_TAG = "pneumoflow.pipeline_run_id"  # links a model run to its invocation's pipeline run
 SETTINGS_ENV = "PNEUMOFLOW_MLFLOW"  # the mlflow: config section, as JSON
 FINGERPRINT_TAG = "pneumoflow.fingerprint"
 OUTPUTS = "outputs"  # artifact folder holding a stage's output files, restored by the cache
+# What the MLflow UI reads to open an experiment on its training runs (not on GenAI traces).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -42,6 +48,8 @@ class TrackingSettings:
     reuse_runs: bool = True
     required: bool = True
     telemetry: bool = False
+    system_metrics: bool = True
+    system_metrics_interval: float = 10.0
 
     @classmethod
     def from_config(cls, section: Mapping) -> TrackingSettings:
@@ -55,6 +63,11 @@ class TrackingSettings:
     def uri(self) -> str:
         """MLFLOW_TRACKING_URI when set, else the configured URI."""
         return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
+
+    @property
+    def server_url(self) -> str | None:
+        """The tracking server's web address (None for a local sqlite store)."""
+        return self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else None
 
 
 def export_settings(section: Mapping) -> None:
@@ -124,20 +137,58 @@ def _probe(client) -> None:
 
 
 def experiment_id(client, settings: TrackingSettings) -> str:
-    """Id of the configured experiment, created if missing (artifacts beside an sqlite store)."""
+    """Id of the configured experiment, created if missing and marked as model training.
+
+    With an sqlite store the artifacts go beside it, under mlartifacts/: a relative path
+    when the store's path is relative (the default, results/), so that moving the project
+    folder keeps every artifact reachable from the project root.
+    """
     found = client.get_experiment_by_name(settings.experiment)
-    if found is not None:
-        return found.experiment_id
-    location = None
-    if (db := _sqlite_path(settings.uri)) is not None:
-        location = (db.resolve().parent / "mlartifacts").as_uri()
+    if found is None:
+        found = _create_experiment(client, settings)
+    for key, value in _experiment_tags().items():  # also on experiments made before the tags
+        if key not in found.tags:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
+
+
+def _experiment_tags() -> dict[str, str]:
+    """Model training, and the UI's saved "Model comparison" view (pneumoflow.mlflow_ui)."""
+    from pneumoflow import mlflow_ui
+
+    return {**EXPERIMENT_KIND, mlflow_ui.VIEW_TAG: mlflow_ui.comparison_view()}
+
+
+def _create_experiment(client, settings: TrackingSettings):
+    db = _sqlite_path(settings.uri)
+    location = (db.parent / "mlartifacts") if db is not None else None
     try:
-        return client.create_experiment(settings.experiment, artifact_location=location)
+        exp_id = client.create_experiment(
+            settings.experiment,
+            artifact_location=location.resolve().as_uri() if location else None,
+            tags=_experiment_tags(),
+        )
     except Exception:  # another job created it first
         found = client.get_experiment_by_name(settings.experiment)
         if found is None:
             raise
-        return found.experiment_id
+        return found
+    if location is not None and not db.is_absolute():
+        _set_artifact_location(db, exp_id, location.as_posix())
+    return client.get_experiment(exp_id)
+
+
+def _set_artifact_location(db: Path, exp_id: str, location: str) -> None:
+    """Store a relative artifact location. MLflow's create_experiment makes every local path
+    absolute (mlflow.utils.uri.resolve_uri_if_local), so the row is set here, once, before
+    any run exists; runs and logged models derive their locations from it, relative too."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (location, int(exp_id))
+        )
+    conn.close()
 
 
 def start_parent_run(settings: TrackingSettings, name: str, tags: Mapping[str, str]) -> str | None:
@@ -198,11 +249,16 @@ def restore_outputs(client, run_id: str, outputs: Mapping[str, str | Path]) -> N
             shutil.copyfile(local / name, path)
 
 
-def _restored(client, run_id: str, outputs: Mapping[str, str | Path]) -> bool:
-    """Restore a cached run's outputs; False, with a warning, when its artifacts are gone
-    (e.g. results/mlartifacts deleted to free disk, mlflow.db kept): the caller trains."""
+def _restored(client, run_id: str, outputs: Mapping[str, str | Path], model_output: str | None) -> bool:
+    """Restore a cached run's outputs (`model_output` from its logged model); False, with a
+    warning, when its artifacts are gone (e.g. results/mlartifacts deleted to free disk,
+    mlflow.db kept): the caller trains."""
     try:
-        restore_outputs(client, run_id, outputs)
+        restore_outputs(client, run_id, {k: v for k, v in outputs.items() if k != model_output})
+        if model_output is not None:
+            from pneumoflow import mlflow_models
+
+            mlflow_models.restore_model_file(client, run_id, outputs[model_output])
     except Exception as exc:  # missing folder, missing file, unreachable artifact store
         log.warning(
             "MLflow run %s has the same fingerprint but its outputs cannot be restored "
@@ -220,11 +276,21 @@ class ModelRun:
     exception and KILLED on Ctrl-C.
     """
 
-    def __init__(self, client, exp_id: str | None, name: str, params: Mapping, tags: Mapping[str, str]):
+    def __init__(
+        self,
+        client,
+        exp_id: str | None,
+        name: str,
+        params: Mapping,
+        tags: Mapping[str, str],
+        system_metrics_interval: float | None = None,
+    ):
         self.client, self.exp_id, self.name = client, exp_id, name
         self.params, self.tags = dict(params), dict(tags)
         self.run_id: str | None = None
         self._held: list = []  # metrics not yet accepted by the store
+        self._interval = system_metrics_interval  # seconds between system samples; None: off
+        self._monitor = None
 
     @classmethod
     def attach(cls, client, run_id: str) -> ModelRun:
@@ -238,7 +304,7 @@ class ModelRun:
             return self
         tags = dict(self.tags)
         if parent := os.environ.get(PARENT_ENV):
-            tags["mlflow.parentRunId"] = parent
+            tags[PIPELINE_TAG] = parent
         run = self.client.create_run(self.exp_id, run_name=self.name, tags=tags)
         self.run_id = run.info.run_id
         from mlflow.entities import Param
@@ -247,11 +313,21 @@ class ModelRun:
         for i in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[i : i + 100])
         log.info("MLflow run %s (%s) in experiment %s", self.run_id, self.name, self.exp_id)
+        if self._interval:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            # MLflow's own sampler: CPU, memory, disk, network, and GPU where pynvml sees one
+            self._monitor = SystemMetricsMonitor(
+                self.run_id, sampling_interval=self._interval, tracking_uri=self.client.tracking_uri
+            )
+            self._monitor.start()
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
         if not self.run_id:
             return
+        if self._monitor is not None:
+            self._monitor.finish()
         if kind is None:
             self.ensure_reachable()
         status = "FINISHED" if kind is None else "KILLED" if kind is KeyboardInterrupt else "FAILED"
@@ -298,6 +374,20 @@ class ModelRun:
                     "so rerun once the server is back (it resumes, it does not retrain)"
                 )
 
+    def log_datasets(self, context: str, name: str, digest: str, source: str | Path) -> None:
+        """Record what the run read: dataset `name` (e.g. "train 224px"), `digest` (a hash of
+        the arrays' bytes), `source` (the manifest the split comes from), under `context`."""
+        if not self.run_id:
+            return
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = MetaDataset(LocalArtifactDatasetSource(str(source)), name=name, digest=digest)
+        tags = [InputTag("mlflow.data.context", context)]
+        with quick_requests(retries=3):
+            self.client.log_inputs(self.run_id, [DatasetInput(dataset._to_mlflow_entity(), tags)])
+
     def log_outputs(self, outputs: Mapping[str, str | Path]) -> None:
         """Log each output file as artifact outputs/<name>, where the run cache finds it."""
         if self.run_id:
@@ -306,6 +396,13 @@ class ModelRun:
                 for name, path in outputs.items():
                     shutil.copyfile(path, Path(tmp) / name)
                 self.client.log_artifacts(self.run_id, tmp, OUTPUTS)
+
+
+def log_split_inputs(run: ModelRun, manifest: str | Path, img_size: int, **splits: list) -> None:
+    """Log each split's arrays as a dataset input of the run: name "<split> <S>px", digest
+    the sha256 of its .npz files, source the manifest (`splits`: {split: [npz paths]})."""
+    for split, files in splits.items():
+        run.log_datasets(split, f"{split} {img_size}px", hash_files(files)[:16], manifest)
 
 
 def stage_identity(
@@ -365,12 +462,15 @@ def run_tracked(
     run_id_out: str | Path,
     work,
     on_success=None,
+    model_output: str | None = None,
 ) -> str | None:
     """Run `work(run: ModelRun)` in a new MLflow run, or restore its outputs from a cached run.
 
     `outputs` ({artifact name: path}) are the files `work` writes; they are logged
     under outputs/ and restored from there when a FINISHED run with the same
-    fingerprint exists and mlflow.reuse_runs is on. The run id (empty without
+    fingerprint exists and mlflow.reuse_runs is on. `model_output` names the one of
+    them that `work` logs as the run's MLflow model (mlflow_models.log_model): it is
+    not copied to outputs/ too, but restored from that model. The run id (empty without
     tracking) is written to `run_id_out`. Returns the run id.
     """
     from pneumoflow.atomic import write_bytes
@@ -379,17 +479,22 @@ def run_tracked(
     exp_id = experiment_id(client, settings) if client else None
     fp = fingerprint(fingerprint_parts)
     cached = find_cached_run(client, exp_id, fp) if client and settings.reuse_runs else None
-    if cached is not None and _restored(client, cached.info.run_id, outputs):
+    if cached is not None and _restored(client, cached.info.run_id, outputs, model_output):
         log.info(
             "restored outputs from MLflow run %s (same fingerprint %s): not retrained",
             cached.info.run_id,
             fp[:12],
         )
         run_id = cached.info.run_id
+        if model_output is not None:
+            from pneumoflow import mlflow_models
+
+            mlflow_models.point_alias(client, name, run_id)
     else:
-        with ModelRun(client, exp_id, name, params, {**tags, FINGERPRINT_TAG: fp}) as run:
+        interval = settings.system_metrics_interval if settings.system_metrics else None
+        with ModelRun(client, exp_id, name, params, {**tags, FINGERPRINT_TAG: fp}, interval) as run:
             work(run)
-            run.log_outputs(outputs)
+            run.log_outputs({k: v for k, v in outputs.items() if k != model_output})
         run_id = run.run_id
     if on_success is not None:  # e.g. drop the training state, only once all is logged
         on_success()
