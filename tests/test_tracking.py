@@ -294,3 +294,10 @@ def test_unreachable_server_not_required_goes_on_untracked(tmp_path, monkeypatch
     assert run_id is None and calls == [1] and outputs["model.txt"].exists()
     assert "WITHOUT tracking" in caplog.text
     assert (tmp_path / "out" / "run_id.txt").read_text() == ""
+
+
+def test_system_metrics_setting_is_no_part_of_the_fingerprint(sqlite_settings, tmp_path):
+    first, _, calls = _run(sqlite_settings, tmp_path, {"cfg": "sys"})
+    off = TrackingSettings(sqlite_settings.tracking_uri, "test", system_metrics=False)
+    second, _, calls = _run(off, tmp_path, {"cfg": "sys"})
+    assert calls == [] and second == first  # restored: switching it retrains nothing
