@@ -38,6 +38,9 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
     def __init__(self, name: str):
         self.name = name
 
+    def __getstate__(self) -> dict:  # pickled into the MLflow model without its loaded weights
+        return {"name": self.name}
+
     def load_context(self, context) -> None:
         from pneumoflow.classifier_inference import load_classifier
 
@@ -51,6 +54,9 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
 
 class UnetModel(mlflow.pyfunc.PythonModel):
     """The U-Net: images (B, S, S) uint8 -> opacity probabilities (B, S, S) float32."""
+
+    def __getstate__(self) -> dict:  # pickled into the MLflow model without its loaded weights
+        return {}
 
     def load_context(self, context) -> None:
         from pneumoflow.unet_inference import load_unet
