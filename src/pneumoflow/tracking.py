@@ -1,6 +1,7 @@
 """MLflow tracking shared by every training and evaluation stage.
 
-One experiment, marked as model training (the UI opens on its runs); one top-level
+One experiment, marked as model training, with a saved UI view comparing the models
+(pneumoflow.mlflow_ui); one top-level
 run per model per training, named after the model and tagged with the run of the
 `snakemake` invocation that made it (top level, not nested: nested runs show as
 one collapsed row without metrics in the UI, model runs as rows whose metrics sort
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 SETTINGS_ENV = "PNEUMOFLOW_MLFLOW"  # the mlflow: config section, as JSON
 FINGERPRINT_TAG = "pneumoflow.fingerprint"
-# What the MLflow UI reads to open an experiment on its training runs (not on GenAI traces).
+# MLflow's mark of a model-training (not GenAI) experiment; MLflow 3.17's UI also needs
+# workflowType=machine_learning in its URL to open on the runs (see pneumoflow.mlflow_ui).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
