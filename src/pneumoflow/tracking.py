@@ -1,15 +1,13 @@
 """MLflow tracking shared by every training and evaluation stage.
 
 One experiment, marked as model training, with a saved UI view comparing the models
-(pneumoflow.mlflow_ui); one top-level
-run per model per training, named after the model and tagged with the run of the
-`snakemake` invocation that made it (top level, not nested: nested runs show as
-one collapsed row without metrics in the UI, model runs as rows whose metrics sort
-side by side); a run cache keyed by a fingerprint of (stage config, input data,
-stage code closure, library versions) so finished work is restored instead of
-redone. The resume checkpoints carry the same fingerprint. The model itself is
-stored once, as the run's logged model (pneumoflow.mlflow_models).
-"""
+(pneumoflow.mlflow_ui); one top-level run per model per training, named after the model
+and tagged with the run of the `snakemake` invocation that made it (not nested: the UI
+shows nested runs as one collapsed row without metrics); a run cache keyed by a
+fingerprint of (stage config, input data, stage code closure, library versions) so
+finished work is restored instead of redone. The resume checkpoints carry the same
+fingerprint. The model itself is stored once, as the run's logged model
+(pneumoflow.mlflow_models); one run's logging is pneumoflow.modelrun."""
 
 from __future__ import annotations
 
