@@ -7,7 +7,7 @@ import os
 
 from pneumoflow.provenance import COMMIT_ENV
 from pneumoflow.report import build_report
-from pneumoflow.tracking import TrackingSettings
+from pneumoflow.tracking_settings import TrackingSettings
 
 inputs = snakemake.input
 models = {

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from pneumoflow import mlflow_ui
-from pneumoflow.mlflow_models import ALIAS
+from pneumoflow.registry import ALIAS
 from pneumoflow.tracking import hash_files
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ shows nested runs as one collapsed row without metrics); a run cache keyed by a
 fingerprint of (stage config, input data, stage code closure, library versions) so
 finished work is restored instead of redone. The resume checkpoints carry the same
 fingerprint. The model itself is stored once, as the run's logged model
-(pneumoflow.mlflow_models); one run's logging is pneumoflow.modelrun."""
+(pneumoflow.mlflow_models, pneumoflow.registry); one run's logging is pneumoflow.modelrun."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from pneumoflow.modelrun import (
@@ -29,56 +28,19 @@ from pneumoflow.modelrun import (
     quick_requests,
 )
 from pneumoflow.modelrun import PIPELINE_TAG as PIPELINE_TAG  # re-exported: tests read it here
+from pneumoflow.tracking_settings import (  # re-exported: the Snakefile and scripts import them from here
+    SETTINGS_ENV as SETTINGS_ENV,
+)
+from pneumoflow.tracking_settings import TrackingSettings as TrackingSettings
+from pneumoflow.tracking_settings import export_settings as export_settings
+from pneumoflow.tracking_settings import exported_section as exported_section
 
 log = logging.getLogger(__name__)
 
-SETTINGS_ENV = "PNEUMOFLOW_MLFLOW"  # the mlflow: config section, as JSON
 FINGERPRINT_TAG = "pneumoflow.fingerprint"
 # MLflow's mark of a model-training (not GenAI) experiment; MLflow 3.17's UI also needs
 # workflowType=machine_learning in its URL to open on the runs (see pneumoflow.mlflow_ui).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-
-
-@dataclass(frozen=True)
-class TrackingSettings:
-    """The `mlflow:` section of config.yaml."""
-
-    tracking_uri: str = "sqlite:///results/mlflow.db"
-    experiment: str = "pneumonia"
-    reuse_runs: bool = True
-    required: bool = True
-    telemetry: bool = False
-    system_metrics: bool = True
-    system_metrics_interval: float = 10.0
-
-    @classmethod
-    def from_config(cls, section: Mapping) -> TrackingSettings:
-        return cls(**section)
-
-    @classmethod
-    def exported(cls) -> TrackingSettings:
-        return cls.from_config(exported_section())
-
-    @property
-    def uri(self) -> str:
-        """MLFLOW_TRACKING_URI when set, else the configured URI."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
-
-    @property
-    def server_url(self) -> str | None:
-        """The tracking server's web address (None for a local sqlite store)."""
-        return self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else None
-
-
-def export_settings(section: Mapping) -> None:
-    """Hand the `mlflow:` section to every job through the environment (the Snakefile does,
-    on every parse). Not a rule param: where runs are logged does not change a result."""
-    os.environ[SETTINGS_ENV] = json.dumps(dict(section), sort_keys=True)
-
-
-def exported_section() -> dict:
-    """The `mlflow:` section export_settings handed on ({}: the defaults)."""
-    return json.loads(os.environ.get(SETTINGS_ENV) or "{}")
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -241,9 +203,9 @@ def _restored(client, run_id: str, outputs: Mapping[str, str | Path], model_outp
     try:
         restore_outputs(client, run_id, {k: v for k, v in outputs.items() if k != model_output})
         if model_output is not None:
-            from pneumoflow import mlflow_models
+            from pneumoflow import registry
 
-            mlflow_models.restore_model_file(client, run_id, outputs[model_output])
+            registry.restore_model_file(client, run_id, outputs[model_output])
     except Exception as exc:  # missing folder, missing file, unreachable artifact store
         log.warning(
             "MLflow run %s has the same fingerprint but its outputs cannot be restored "
@@ -343,9 +305,9 @@ def run_tracked(
         )
         run_id = cached.info.run_id
         if model_output is not None:
-            from pneumoflow import mlflow_models
+            from pneumoflow import registry
 
-            mlflow_models.point_alias(client, name, run_id)
+            registry.point_alias(client, name, run_id)
     else:
         interval = settings.system_metrics_interval if settings.system_metrics else None
         with ModelRun(client, exp_id, name, params, {**tags, FINGERPRINT_TAG: fp}, interval) as run:

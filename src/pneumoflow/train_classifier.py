@@ -400,9 +400,10 @@ def log_torch_model(run: tracking.ModelRun, name: str, model_file: Path, img_siz
     import torchvision
 
     from pneumoflow import mlflow_models
+    from pneumoflow.classifier_pyfunc import ClassifierModel
 
     requirements = [f"{m.__name__}=={m.__version__.split('+')[0]}" for m in (torch, torchvision)]
-    mlflow_models.log_model(run.run_id, name, model_file, img_size, requirements)
+    mlflow_models.log_model(run.run_id, name, model_file, ClassifierModel(name), img_size, requirements)
 
 
 PROBE_NOTE = (

@@ -294,5 +294,7 @@ def _log_keras_model(run: tracking.ModelRun, model_path: Path, img_size: int) ->
     import tensorflow as tf
 
     from pneumoflow import mlflow_models
+    from pneumoflow.unet_pyfunc import UnetModel
 
-    mlflow_models.log_model(run.run_id, "unet", model_path, img_size, [f"tensorflow=={tf.__version__}"])
+    requirements = [f"tensorflow=={tf.__version__}"]
+    mlflow_models.log_model(run.run_id, "unet", model_path, UnetModel(), img_size, requirements)
