@@ -35,10 +35,11 @@ def store_bytes(workdir: Path) -> int:
 
 
 def train_vgg16(workdir: Path, lr: float) -> None:
+    config = workdir / "lr.yaml"
+    config.write_text(f"models: {{vgg16: {{lr: {lr}}}}}\n")
     cmd = [
         sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--cores", "2", "--configfile", str(TINY), "--config", f"models={{'vgg16': {{'lr': {lr}}}}}",
-        "results/models/vgg16/model.pt",
+        "--cores", "2", "--configfile", str(TINY), str(config), "--", "results/models/vgg16/model.pt",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
