@@ -29,6 +29,7 @@ from pneumoflow.tracking import hash_files
 
 pytestmark = pytest.mark.e2e
 
+REPO = Path(__file__).resolve().parents[1]
 CLASSIFIERS = ("vgg16", "resnet101")
 TRAINED = ("unet", *CLASSIFIERS)
 
@@ -44,6 +45,12 @@ def chromium() -> str:
     pytest.skip(f"{why}: the real-browser checks of the MLflow UI and the report cannot run here")
 
 
+def _env() -> dict[str, str]:
+    """This checkout's package first (subprocesses run in the tiny run's folder), no test URI."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,11 +61,10 @@ def _free_port() -> int:
 def ui(tiny_run):
     """(base URL, the URL `pneumoflow ui` printed) of the UI it serves from the tiny run's folder."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     log = open(tiny_run / "ui.log", "w")  # noqa: SIM115 (open while the server runs)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pneumoflow", "ui", "--port", str(port)],
-        cwd=tiny_run, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        cwd=tiny_run, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -67,15 +73,16 @@ def ui(tiny_run):
             try:
                 if requests.get(f"{base}/health", timeout=2).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still starting
                 time.sleep(1)
         else:
             pytest.fail("pneumoflow ui did not start:\n" + (tiny_run / "ui.log").read_text()[-3000:])
         printed = re.search(r"open (\S+)", (tiny_run / "ui.log").read_text()).group(1)
         yield base, printed
     finally:
-        os.killpg(proc.pid, 15)  # mlflow ui starts uvicorn workers in its session
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)  # mlflow ui starts uvicorn workers in its session
+            proc.wait(timeout=30)
         log.close()
 
 
@@ -179,7 +186,7 @@ def test_predict_loads_a_registered_model(ui, tiny_run, tmp_path):
         result = subprocess.run(
             [sys.executable, "-m", "pneumoflow", "predict", *map(str, images), "--models", source, "--out",
              str(out)],
-            capture_output=True, text=True, cwd=tiny_run,
+            capture_output=True, text=True, cwd=tiny_run, env=_env(),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
         tables[source] = pd.read_csv(out)
@@ -195,11 +202,17 @@ def test_experiment_page_opens_on_the_model_runs(ui, chromium, tiny_run, tmp_pat
     base, printed = ui
     text = _render(chromium, printed, tmp_path / "experiment.html")
     assert "Model comparison" in text and "Sort: test_roc_auc" in text, text[:2000]
-    for model in (*TRAINED, "baseline"):
-        assert re.search(rf"\b{model}\b", text), (model, text[:2000])
-    assert "test_roc_auc" in text and "test_accuracy" in text
     assert "Detect Issues" not in text and "Token Usage" not in text  # not the GenAI overview
-    assert "pneumoflow-vgg16" in text  # the Models column names the registered version
+    for model in (*TRAINED, "baseline"):
+        assert re.search(rf"\b{model}\b", text), (model, text[:3000])
+        if model != "baseline":  # the Models column names the registered version
+            assert f"pneumoflow-{model} v" in text, (model, text[:3000])
+    assert "unet_postprocess" not in text and "pipeline 20" not in text  # training runs only
+    assert "train 32px" in text and "test 64px" in text  # the Dataset column
+    for column in ("test_roc_auc", "test_accuracy", "img_size"):
+        assert column in text, (column, text[:3000])
+    roc_auc = json.loads((tiny_run / "results/eval/vgg16/metrics.json").read_text())["roc_auc"]
+    assert (str(roc_auc) if roc_auc != int(roc_auc) else str(int(roc_auc))) in text, (roc_auc, text[:3000])
 
 
 # Appended to a copy of the report: Chromium writes what it rendered into the page.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -126,12 +127,18 @@ def test_model_runs_are_top_level_and_name_their_pipeline_run(sqlite_settings, t
 
 def test_experiment_opens_on_training_runs(sqlite_settings):
     """MLflow 3's UI opens an experiment on GenAI traces unless it is marked as model training."""
+    from pneumoflow import mlflow_ui
+
     client = tracking.connect(sqlite_settings)
-    client.create_experiment("made-elsewhere")  # an experiment that predates the tag gets it too
+    # experiments that predate the tags, or hold an older view, get them too
+    client.create_experiment("made-elsewhere", tags={mlflow_ui.VIEW_TAG: '{"state": "{}"}'})
     for name in ("test", "made-elsewhere"):
         settings = TrackingSettings(sqlite_settings.tracking_uri, name)
         experiment = client.get_experiment(tracking.experiment_id(client, settings))
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert mlflow_ui.view_is_current(experiment.tags[mlflow_ui.VIEW_TAG])
+    state = json.loads(json.loads(experiment.tags[mlflow_ui.VIEW_TAG])["state"])
+    assert state["orderByKey"] == "metrics.`test_roc_auc`" and "params.`img_size`" in state["selectedColumns"]
 
 
 def test_store_moves_with_the_project_folder(tmp_path, monkeypatch):

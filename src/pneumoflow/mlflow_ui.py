@@ -3,8 +3,9 @@
 MLflow 3.17's UI opens every experiment on its GenAI pages (traces, token usage) unless the
 URL asks for `workflowType=machine_learning`; the `mlflow.experimentKind` tag alone no longer
 decides it. The experiment therefore also carries a saved view, "Model comparison" (an
-experiment tag the UI reads, as if a user had saved it): the model runs with their test
-metrics and key params as columns, sorted by test ROC-AUC. The URL printed here opens both.
+experiment tag the UI reads, as if a user had saved it): the training runs, one row per
+model, with the datasets they read, their registered versions, test metrics and key params
+as columns, sorted by test ROC-AUC. The URL printed here opens both.
 """
 
 from __future__ import annotations
@@ -16,26 +17,38 @@ import time
 
 VIEW_KEY = "model-comparison"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-METRIC_COLUMNS = [
-    "test_roc_auc", "test_accuracy", "test_f1", "test_recall", "test_specificity", "best_val_acc",
-    "test_mean_dice_positive", "test_rsna_score", "test_image_roc_auc",
-]  # fmt: skip
-PARAM_COLUMNS = ["img_size", "weights", "lr", "epochs", "batch_size"]
+# Few enough to fit a 1920-px window: the runs table does not render columns off screen.
+METRIC_COLUMNS = ["test_roc_auc", "test_accuracy", "test_f1", "test_rsna_score", "test_mean_dice_positive"]
+PARAM_COLUMNS = ["img_size", "lr"]
 
 
 def comparison_view() -> str:
     """The saved view's tag value: MLflow's envelope {name, createdAt, updatedAt, state}, the
-    state being the runs table's facets and columns as the UI serialises them."""
+    state being the runs table's facets and columns as the UI serialises them. It lists the
+    training runs only (not the pipeline and post-processing runs), test ROC-AUC first."""
+    columns = (
+        [f"metrics.`{m}`" for m in METRIC_COLUMNS]
+        + [f"params.`{p}`" for p in PARAM_COLUMNS]
+        + ["attributes.`Dataset`", "attributes.`Models`"]
+    )
     state = {
+        "searchFilter": "tags.`pneumoflow.rule` LIKE 'train_%'",
         "orderByKey": "metrics.`test_roc_auc`",
         "orderByAsc": False,
-        "selectedColumns": [f"metrics.`{m}`" for m in METRIC_COLUMNS]
-        + [f"params.`{p}`" for p in PARAM_COLUMNS],
+        "selectedColumns": columns,
+        "columnOrder": ["attributes.`Dataset`", "attributes.`Models`", *columns[:-2]],
     }
     now = int(time.time() * 1000)
-    return json.dumps(
-        {"name": "Model comparison", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
-    )
+    envelope = {"name": "Model comparison", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    return json.dumps(envelope)
+
+
+def view_is_current(tag_value: str | None) -> bool:
+    """Whether a stored view tag holds this version's view (its timestamps aside)."""
+    try:
+        return json.loads(tag_value)["state"] == json.loads(comparison_view())["state"]
+    except (TypeError, ValueError, KeyError):
+        return False
 
 
 def experiment_url(base: str, exp_id: str) -> str:

@@ -93,9 +93,13 @@ def experiment_id(client, settings: TrackingSettings) -> str:
     found = client.get_experiment_by_name(settings.experiment)
     if found is None:
         found = _create_experiment(client, settings)
-    for key, value in _experiment_tags().items():  # also on experiments made before the tags
-        if key not in found.tags:
-            client.set_experiment_tag(found.experiment_id, key, value)
+    from pneumoflow import mlflow_ui
+
+    # also on experiments made before these tags, or by an older version of the view
+    if "mlflow.experimentKind" not in found.tags:
+        client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+    if not mlflow_ui.view_is_current(found.tags.get(mlflow_ui.VIEW_TAG)):
+        client.set_experiment_tag(found.experiment_id, mlflow_ui.VIEW_TAG, mlflow_ui.comparison_view())
     return found.experiment_id
 
 
