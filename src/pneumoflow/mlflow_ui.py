@@ -18,7 +18,7 @@ import time
 VIEW_KEY = "model-comparison"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 # Few enough to fit a 1920-px window: the runs table does not render columns off screen.
-METRIC_COLUMNS = ["test_roc_auc", "test_accuracy", "test_f1", "test_rsna_score", "test_mean_dice_positive"]
+METRIC_COLUMNS = ["test_roc_auc", "test_accuracy", "test_rsna_score"]
 PARAM_COLUMNS = ["img_size", "lr"]
 
 
@@ -60,11 +60,15 @@ def serve(tracking_uri: str, experiment: str, port: int = 5000, host: str = "127
     """Start `mlflow ui` on the store and say which URL to open; returns its exit code."""
     from mlflow import MlflowClient
 
-    found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
-    if found is None:
+    from pneumoflow.tracking import TrackingSettings, experiment_id
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if client.get_experiment_by_name(experiment) is None:
         print(f"no experiment {experiment!r} in {tracking_uri}: run `make run` first", file=sys.stderr)
         return 1
-    url = experiment_url(f"http://{host}:{port}", found.experiment_id)
+    # (the saved view too, on a store that an older version made)
+    exp_id = experiment_id(client, TrackingSettings(tracking_uri=tracking_uri, experiment=experiment))
+    url = experiment_url(f"http://{host}:{port}", exp_id)
     print(f"MLflow UI on {tracking_uri}\nopen {url}\n(Ctrl-C stops it)", flush=True)
     cmd = [
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
