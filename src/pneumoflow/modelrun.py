@@ -100,7 +100,10 @@ class ModelRun:
         if not self.run_id:
             return
         if self._monitor is not None:
-            self._monitor.finish()
+            if self._held:  # the store is gone: its sampler thread (a daemon) would retry for
+                self._monitor._shutdown_event.set()  # minutes on exit; stop it without waiting
+            else:
+                self._monitor.finish()
         if kind is None:
             self.ensure_reachable()
         status = "FINISHED" if kind is None else "KILLED" if kind is KeyboardInterrupt else "FAILED"
