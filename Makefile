@@ -7,7 +7,7 @@ EXTRAS ?= dev,train,cluster
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install run test lint format clean
+.PHONY: install run test ui lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The MLflow UI on results/mlflow.db, on 127.0.0.1:$(PORT); it prints the URL to open.
+PORT ?= 5000
+ui: install
+	$(BIN)/pneumoflow ui --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src scripts tests benchmarks

@@ -7,6 +7,7 @@ import os
 
 from pneumoflow.provenance import COMMIT_ENV
 from pneumoflow.report import build_report
+from pneumoflow.tracking_settings import TrackingSettings
 
 inputs = snakemake.input
 models = {
@@ -26,4 +27,5 @@ build_report(
     commit=os.environ.get(COMMIT_ENV, "unknown"),
     out_html=snakemake.output.html,
     skipped=snakemake.params.skipped,
+    mlflow_url=TrackingSettings.exported().server_url,
 )

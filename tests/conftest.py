@@ -90,9 +90,13 @@ class RecordingRun:
 
     def __init__(self):
         self.logged: list[tuple[int | None, dict]] = []
+        self.datasets: list[tuple[str, str]] = []  # (context, name) of each log_datasets call
 
     def log_metrics(self, metrics, step=None):
         self.logged.append((step, dict(metrics)))
+
+    def log_datasets(self, context, name, digest, source):
+        self.datasets.append((context, name))
 
 
 def score_cli(submission: Path, labels: Path) -> subprocess.CompletedProcess:

@@ -118,6 +118,7 @@ def test_stage_writes_model_threshold_and_val_predictions(tmp_path, monkeypatch)
     assert list(table.columns) == ["patientId", "probability", "label"] and len(table) == 20
     np.testing.assert_allclose(table.probability, baseline.probabilities(model, val_images), rtol=1e-6)
     assert model["threshold"] == pytest.approx(thresholds.youden_threshold(val_labels, table.probability))
+    assert runs[0].datasets == [("train", "train 32px"), ("val", "val 32px")]  # MLflow dataset inputs
     assert model["threshold_rule"] == "youden_j_on_val" and "8x8 pixels" in model["description"]
     assert {"val_acc", "val_roc_auc", "threshold"} <= set(runs[0].logged[0][1])
 

@@ -257,7 +257,8 @@ def _logged_model_runs(client) -> set[str]:
     return {m.source_run_id for m in client.search_logged_models(experiment_ids=[experiment.experiment_id])}
 
 
-def test_classifiers_trained_and_tracked(tiny_run):
+def test_classifiers_trained_and_tracked(tiny_run, monkeypatch):
+    monkeypatch.chdir(tiny_run)  # the store's artifact paths are relative to the project folder
     client, runs = _mlflow_runs(tiny_run)
     by_name = {r.info.run_name: r for r in runs}
     parent = next(r for r in runs if r.data.tags.get("pneumoflow.kind") == "pipeline")
@@ -276,13 +277,14 @@ def test_classifiers_trained_and_tracked(tiny_run):
         tags = run.data.tags
         assert tags["pneumoflow.rule"] == f"train_{model}" and tags["pneumoflow.data_source"] == "synthetic"
         assert len(tags["pneumoflow.git_commit"]) >= 7 and "linear probe" in tags["pneumoflow.head"]
-        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["pneumoflow.pipeline_run_id"] == parent.info.run_id  # top level, linked by tag
         val_acc = client.get_metric_history(run.info.run_id, "val_acc")
         assert [m.step for m in val_acc] == list(range(15))
         assert list(history.val_acc) == pytest.approx([m.value for m in val_acc])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"outputs"} <= artifacts
-        assert run.info.run_id in _logged_model_runs(client)  # mlflow.pytorch.log_model
+        assert "outputs/model.pt" not in {a.path for a in client.list_artifacts(run.info.run_id, "outputs")}
+        assert run.info.run_id in _logged_model_runs(client)  # the one copy of model.pt
         assert not (tiny_run / "results/checkpoints" / model / "last.pt").exists()
         saved = torch.load(folder / "model.pt", weights_only=True)
         assert saved["head"] == "probe" and saved["img_size"] == 32 and 0 < saved["threshold"] < 1

@@ -154,3 +154,20 @@ def test_report_page_without_a_weak_classifier_has_no_flag(tmp_path):
     )  # fmt: skip
     page = (tmp_path / "report.html").read_text()
     assert "Flagged" not in page and "does not beat" not in page
+
+
+@pytest.mark.parametrize("url", [None, "http://mlflow.example.org:5000"])
+def test_run_ids_link_to_the_mlflow_ui_when_a_server_is_configured(tmp_path, url):
+    result = {"threshold": 0.5, "accuracy": 0.9, "roc_auc": 0.9}
+    models = {"vgg16": _model_files(tmp_path, "vgg16", result)}
+    (tmp_path / "vgg16" / "run_id.txt").write_text("abc123")
+    (tmp_path / "rejected.tsv").write_text("stage\tsource\tpatientId\treason\n")
+    build_report(
+        models, manifest=str(_manifest(tmp_path)), rejected=str(tmp_path / "rejected.tsv"),
+        config={}, commit="abc", out_html=str(tmp_path / "report.html"), mlflow_url=url,
+    )  # fmt: skip
+    page = (tmp_path / "report.html").read_text()
+    if url is None:
+        assert "<td>vgg16</td><td>abc123</td>" in page and "<a href" not in page
+    else:
+        assert f'<td>vgg16</td><td><a href="{url}/#/runs/abc123">abc123</a></td>' in page

@@ -68,6 +68,8 @@ mlflow:
   reuse_runs: false
   required: false
   telemetry: true
+  system_metrics: false
+  system_metrics_interval: 3
 """
 
 # VGG16 is off, so the U-Net's boxes have no gate classifier (postprocess.gate_with: vgg16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -111,14 +112,85 @@ def test_failed_work_marks_run_failed_and_is_not_reused(sqlite_settings, tmp_pat
     assert tracking.find_cached_run(client, exp, tracking.fingerprint({"x": 1})) is None
 
 
-def test_parent_run_groups_children(sqlite_settings, tmp_path, monkeypatch):
+def test_model_runs_are_top_level_and_name_their_pipeline_run(sqlite_settings, tmp_path, monkeypatch):
+    """Nested runs show as one collapsed row without metrics in the UI: model runs stay top
+    level, linked to their invocation's run by a tag."""
     parent = tracking.start_parent_run(sqlite_settings, "pipeline", {"pneumoflow.version": "x"})
     assert os.environ[tracking.PARENT_ENV] == parent
     child, _, _ = _run(sqlite_settings, tmp_path, {"cfg": 2})
     tracking.end_parent_run(sqlite_settings, parent, ok=True)
     client = tracking.connect(sqlite_settings)
-    assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
+    tags = client.get_run(child).data.tags
+    assert tags[tracking.PIPELINE_TAG] == parent and "mlflow.parentRunId" not in tags
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_experiment_opens_on_training_runs(sqlite_settings):
+    """MLflow 3's UI opens an experiment on GenAI traces unless it is marked as model training."""
+    from pneumoflow import mlflow_ui
+
+    client = tracking.connect(sqlite_settings)
+    # experiments that predate the tags, or hold an older view, get them too
+    client.create_experiment("made-elsewhere", tags={mlflow_ui.VIEW_TAG: '{"state": "{}"}'})
+    for name in ("test", "made-elsewhere"):
+        settings = TrackingSettings(sqlite_settings.tracking_uri, name)
+        experiment = client.get_experiment(tracking.experiment_id(client, settings))
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert mlflow_ui.view_is_current(experiment.tags[mlflow_ui.VIEW_TAG])
+    state = json.loads(json.loads(experiment.tags[mlflow_ui.VIEW_TAG])["state"])
+    assert state["orderByKey"] == "metrics.`test_roc_auc`" and "params.`img_size`" in state["selectedColumns"]
+
+
+def test_store_moves_with_the_project_folder(tmp_path, monkeypatch):
+    """The default store's path is relative (sqlite:///results/mlflow.db): its artifact root is
+    stored relative too, so a renamed project folder still restores from the run cache."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    settings = TrackingSettings(tracking_uri="sqlite:///results/mlflow.db", experiment="moved")
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    first, outputs, calls = _run(settings, tmp_path, {"cfg": "move"})
+    client = tracking.connect(settings)
+    assert client.get_experiment_by_name("moved").artifact_location == "results/mlartifacts"
+    assert not Path(client.get_run(first).info.artifact_uri).is_absolute()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "project").rename(tmp_path / "renamed")
+    monkeypatch.chdir(tmp_path / "renamed")
+    for path in outputs.values():
+        path.unlink()
+    second, outputs, calls = _run(settings, tmp_path, {"cfg": "move"})
+    assert calls == [] and second == first
+    assert outputs["model.txt"].read_text() == "trained (3.0, 2.0)"
+
+
+def test_system_metrics_are_sampled_during_the_run(sqlite_settings, tmp_path):
+    settings = TrackingSettings(sqlite_settings.tracking_uri, "test", system_metrics_interval=0.2)
+    run_id = tracking.run_tracked(
+        settings,
+        name="vgg16",
+        params={},
+        tags={},
+        fingerprint_parts={"sys": 1},
+        outputs={},
+        run_id_out=tmp_path / "id.txt",
+        work=lambda run: time.sleep(1.5),
+    )
+    metrics = tracking.connect(settings).get_run(run_id).data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics)
+    off = TrackingSettings(
+        sqlite_settings.tracking_uri, "test", system_metrics=False, system_metrics_interval=0.2
+    )
+    run_id = tracking.run_tracked(
+        off,
+        name="vgg16",
+        params={},
+        tags={},
+        fingerprint_parts={"sys": 2},
+        outputs={},
+        run_id_out=tmp_path / "id.txt",
+        work=lambda run: time.sleep(1),
+    )
+    assert not any(k.startswith("system/") for k in tracking.connect(off).get_run(run_id).data.metrics)
 
 
 def test_mlflow_tracking_uri_env_overrides_config(tmp_path, monkeypatch):
@@ -229,3 +301,10 @@ def test_unreachable_server_not_required_goes_on_untracked(tmp_path, monkeypatch
     assert run_id is None and calls == [1] and outputs["model.txt"].exists()
     assert "WITHOUT tracking" in caplog.text
     assert (tmp_path / "out" / "run_id.txt").read_text() == ""
+
+
+def test_system_metrics_setting_is_no_part_of_the_fingerprint(sqlite_settings, tmp_path):
+    first, _, calls = _run(sqlite_settings, tmp_path, {"cfg": "sys"})
+    off = TrackingSettings(sqlite_settings.tracking_uri, "test", system_metrics=False)
+    second, _, calls = _run(off, tmp_path, {"cfg": "sys"})
+    assert calls == [] and second == first  # restored: switching it retrains nothing

@@ -104,6 +104,7 @@ def run_stage(
     )
 
     def work(run: tracking.ModelRun) -> None:
+        tracking.log_split_inputs(run, manifest, cfg.img_size, train=train_npz, val=val_npz)
         model = fit(train["images"], train["labels"], cfg)
         val_probs = probabilities(model, val["images"])
         model["threshold"] = thresholds.youden_threshold(val["labels"], val_probs)

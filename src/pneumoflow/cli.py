@@ -70,6 +70,13 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"{len(table)} images -> {args.out}")
 
 
+def _ui(args: argparse.Namespace) -> None:
+    from pneumoflow.mlflow_ui import serve
+    from pneumoflow.tracking import TrackingSettings
+
+    raise SystemExit(serve(args.tracking_uri or TrackingSettings().uri, args.experiment, args.port))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumoflow", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
@@ -125,10 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="trained models on new DICOM/JPG/PNG images -> predictions.csv")
     p.add_argument("images", nargs="+", help="image files or folders of them")
-    p.add_argument("--models", default="results/models", help="folder of the trained models")
+    p.add_argument(
+        "--models",
+        default="results/models",
+        help="folder of the trained models, or a registered one: models:/pneumoflow-vgg16@current "
+        "(from MLFLOW_TRACKING_URI, default sqlite:///results/mlflow.db)",
+    )
     p.add_argument("--out", default="predictions.csv", help="CSV, one row per image")
     p.add_argument("--overlays", default=None, help="folder for one PNG per image with boxes drawn")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("ui", help="the MLflow UI on the project's store, opened on the model runs")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="store to open (default: MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db)",
+    )
+    p.add_argument("--experiment", default="pneumonia", help="experiment to open (mlflow.experiment)")
+    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    p.set_defaults(func=_ui)
 
     p = sub.add_parser("score", help="RSNA competition score of a Kaggle-format submission")
     p.add_argument(

@@ -19,6 +19,7 @@ import pandas as pd
 
 from pneumoflow import arrays, metrics, tracking
 from pneumoflow.atomic import atomic_path
+from pneumoflow.diskrows import npy_layout
 from pneumoflow.tables import read_manifest, truth_boxes
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,11 @@ def write_json(data: dict, path: str | Path) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float))
 
 
-def log_test_metrics(run_id_file: str | Path, result: dict, mlflow_section: dict) -> None:
-    """Add test_* metrics to the model's training run (one row per model in the UI)."""
+def log_test_metrics(
+    run_id_file: str | Path, result: dict, mlflow_section: dict, test: tuple[list, str, int] | None = None
+) -> None:
+    """Add test_* metrics to the model's training run (one row per model in the UI), and
+    `test` = (the test .npz files, the manifest, image size) as its "test" dataset input."""
     run_id = Path(run_id_file).read_text().strip()
     client = tracking.connect(tracking.TrackingSettings.from_config(mlflow_section)) if run_id else None
     if client is None:
@@ -95,7 +99,11 @@ def log_test_metrics(run_id_file: str | Path, result: dict, mlflow_section: dict
         for k, v in result.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
     }
-    tracking.ModelRun.attach(client, run_id).log_metrics(scalars)
+    run = tracking.ModelRun.attach(client, run_id)
+    run.log_metrics(scalars)
+    if test is not None:
+        files, manifest, img_size = test
+        tracking.log_split_inputs(run, manifest, img_size, test=files)
     log.info("logged %d test metrics to MLflow run %s", len(scalars), run_id)
 
 
@@ -134,7 +142,8 @@ def run_stage(
     )
     result["threshold"] = threshold
     write_json(result, out / "metrics.json")
-    log_test_metrics(run_id_file, result, mlflow_section)
+    img_size = npy_layout(test_npz[0], "images")[1][1]  # from the header, not the pixels
+    log_test_metrics(run_id_file, result, mlflow_section, (test_npz, manifest, img_size))
     log.info("%s test metrics: %s", model_name, {k: v for k, v in result.items() if k != "confusion_matrix"})
     return result
 

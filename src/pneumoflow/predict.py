@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -174,7 +175,13 @@ def run_predict(
     """The `pneumoflow predict` command: predictions.csv (+ one overlay PNG per image, at
     overlay_dir/<image>.png, e.g. x.dcm.png and x.png.png, a/scan.dcm.png and b/scan.dcm.png)."""
     paths = expand_images(images)
-    models = Models.load(models_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        if str(models_dir).startswith("models:/"):  # a registered model: fetch its one file
+            from pneumoflow.mlflow_models import download_registered
+            from pneumoflow.tracking import TrackingSettings
+
+            models_dir = download_registered(str(models_dir), tmp, TrackingSettings().uri)
+        models = Models.load(models_dir)
     table, maps = predict_images(paths, models)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)

@@ -154,6 +154,14 @@ def dataset_summary(manifest_tsv: str | Path, rejected_tsv: str | Path) -> str:
     )
 
 
+def _run_cell(run_id: str, mlflow_url: str | None) -> str:
+    if not run_id:
+        return "not tracked"
+    if not mlflow_url:
+        return _esc(run_id)
+    return f'<a href="{_esc(mlflow_url)}/#/runs/{_esc(run_id)}">{_esc(run_id)}</a>'
+
+
 def build_report(
     models: dict[str, dict],
     *,
@@ -163,9 +171,11 @@ def build_report(
     commit: str,
     out_html: str,
     skipped: dict[str, str] | None = None,
+    mlflow_url: str | None = None,
 ) -> None:
     """Write the page. `models`: {name: {metrics, roc, run_id, figures: [png, ...]}} (paths);
-    `skipped`: {model: why it did not run}."""
+    `skipped`: {model: why it did not run}; `mlflow_url`: the tracking server's address, to
+    link each run id to its page in the MLflow UI (None: plain ids)."""
     results = {m: json.loads(Path(f["metrics"]).read_text()) for m, f in models.items()}
     curves = {}
     for model, files in models.items():
@@ -184,7 +194,7 @@ def build_report(
         for model, files in models.items()
     )
     run_ids = "".join(
-        f"<tr><td>{_esc(m)}</td><td>{_esc(Path(f['run_id']).read_text().strip() or 'not tracked')}</td></tr>"
+        f"<tr><td>{_esc(m)}</td><td>{_run_cell(Path(f['run_id']).read_text().strip(), mlflow_url)}</td></tr>"
         for m, f in models.items()
     )
     flags = "".join(f"<li>{_esc(m)} {_esc(why)}</li>" for m, why in baseline_flags(results).items())

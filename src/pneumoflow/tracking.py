@@ -1,11 +1,13 @@
 """MLflow tracking shared by every training and evaluation stage.
 
-One experiment; one run per model per training, named after the model, grouped
-under a parent run per `snakemake` invocation; a run cache keyed by a
-fingerprint of (stage config, input data, stage code closure, library versions)
-so finished work is restored instead of redone. The resume checkpoints carry
-the same fingerprint.
-"""
+One experiment, marked as model training, with a saved UI view comparing the models
+(pneumoflow.mlflow_ui); one top-level run per model per training, named after the model
+and tagged with the run of the `snakemake` invocation that made it (not nested: the UI
+shows nested runs as one collapsed row without metrics); a run cache keyed by a
+fingerprint of (stage config, input data, stage code closure, library versions) so
+finished work is restored instead of redone. The resume checkpoints carry the same
+fingerprint. The model itself is stored once, as the run's logged model
+(pneumoflow.mlflow_models, pneumoflow.registry); one run's logging is pneumoflow.modelrun."""
 
 from __future__ import annotations
 
@@ -15,57 +17,30 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+
+from pneumoflow.modelrun import (
+    OUTPUTS,
+    PARENT_ENV,
+    ModelRun,
+    TrackingUnavailableError,
+    quick_requests,
+)
+from pneumoflow.modelrun import PIPELINE_TAG as PIPELINE_TAG  # re-exported: tests read it here
+from pneumoflow.tracking_settings import (  # re-exported: the Snakefile and scripts import them from here
+    SETTINGS_ENV as SETTINGS_ENV,
+)
+from pneumoflow.tracking_settings import TrackingSettings as TrackingSettings
+from pneumoflow.tracking_settings import export_settings as export_settings
+from pneumoflow.tracking_settings import exported_section as exported_section
 
 log = logging.getLogger(__name__)
 
-PARENT_ENV = "PNEUMOFLOW_PARENT_RUN_ID"
-SETTINGS_ENV = "PNEUMOFLOW_MLFLOW"  # the mlflow: config section, as JSON
 FINGERPRINT_TAG = "pneumoflow.fingerprint"
-OUTPUTS = "outputs"  # artifact folder holding a stage's output files, restored by the cache
-
-
-class TrackingUnavailableError(RuntimeError):
-    """The tracking store cannot be reached and tracking is required."""
-
-
-@dataclass(frozen=True)
-class TrackingSettings:
-    """The `mlflow:` section of config.yaml."""
-
-    tracking_uri: str = "sqlite:///results/mlflow.db"
-    experiment: str = "pneumonia"
-    reuse_runs: bool = True
-    required: bool = True
-    telemetry: bool = False
-
-    @classmethod
-    def from_config(cls, section: Mapping) -> TrackingSettings:
-        return cls(**section)
-
-    @classmethod
-    def exported(cls) -> TrackingSettings:
-        return cls.from_config(exported_section())
-
-    @property
-    def uri(self) -> str:
-        """MLFLOW_TRACKING_URI when set, else the configured URI."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
-
-
-def export_settings(section: Mapping) -> None:
-    """Hand the `mlflow:` section to every job through the environment (the Snakefile does,
-    on every parse). Not a rule param: where runs are logged does not change a result."""
-    os.environ[SETTINGS_ENV] = json.dumps(dict(section), sort_keys=True)
-
-
-def exported_section() -> dict:
-    """The `mlflow:` section export_settings handed on ({}: the defaults)."""
-    return json.loads(os.environ.get(SETTINGS_ENV) or "{}")
+# MLflow's mark of a model-training (not GenAI) experiment; MLflow 3.17's UI also needs
+# workflowType=machine_learning in its URL to open on the runs (see pneumoflow.mlflow_ui).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -103,41 +78,68 @@ def connect(settings: TrackingSettings):
     return client
 
 
-@contextmanager
-def quick_requests(retries: int = 1):
-    """MLflow retries HTTP calls for minutes by default; inside this block it tries briefly."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(retries), MLFLOW_HTTP_REQUEST_TIMEOUT="10")
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _probe(client) -> None:
     with quick_requests(retries=0):
         client.search_experiments(max_results=1)
 
 
 def experiment_id(client, settings: TrackingSettings) -> str:
-    """Id of the configured experiment, created if missing (artifacts beside an sqlite store)."""
+    """Id of the configured experiment, created if missing and marked as model training.
+
+    With an sqlite store the artifacts go beside it, under mlartifacts/: a relative path
+    when the store's path is relative (the default, results/), so that moving the project
+    folder keeps every artifact reachable from the project root.
+    """
     found = client.get_experiment_by_name(settings.experiment)
-    if found is not None:
-        return found.experiment_id
-    location = None
-    if (db := _sqlite_path(settings.uri)) is not None:
-        location = (db.resolve().parent / "mlartifacts").as_uri()
+    if found is None:
+        found = _create_experiment(client, settings)
+    from pneumoflow import mlflow_ui
+
+    # also on experiments made before these tags, or by an older version of the view
+    if "mlflow.experimentKind" not in found.tags:
+        client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+    if not mlflow_ui.view_is_current(found.tags.get(mlflow_ui.VIEW_TAG)):
+        client.set_experiment_tag(found.experiment_id, mlflow_ui.VIEW_TAG, mlflow_ui.comparison_view())
+    return found.experiment_id
+
+
+def _experiment_tags() -> dict[str, str]:
+    """Model training, and the UI's saved "Model comparison" view (pneumoflow.mlflow_ui)."""
+    from pneumoflow import mlflow_ui
+
+    return {**EXPERIMENT_KIND, mlflow_ui.VIEW_TAG: mlflow_ui.comparison_view()}
+
+
+def _create_experiment(client, settings: TrackingSettings):
+    db = _sqlite_path(settings.uri)
+    location = (db.parent / "mlartifacts") if db is not None else None
     try:
-        return client.create_experiment(settings.experiment, artifact_location=location)
+        exp_id = client.create_experiment(
+            settings.experiment,
+            artifact_location=location.resolve().as_uri() if location else None,
+            tags=_experiment_tags(),
+        )
     except Exception:  # another job created it first
         found = client.get_experiment_by_name(settings.experiment)
         if found is None:
             raise
-        return found.experiment_id
+        return found
+    if location is not None and not db.is_absolute():
+        _set_artifact_location(db, exp_id, location.as_posix())
+    return client.get_experiment(exp_id)
+
+
+def _set_artifact_location(db: Path, exp_id: str, location: str) -> None:
+    """Store a relative artifact location. MLflow's create_experiment makes every local path
+    absolute (mlflow.utils.uri.resolve_uri_if_local), so the row is set here, once, before
+    any run exists; runs and logged models derive their locations from it, relative too."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (location, int(exp_id))
+        )
+    conn.close()
 
 
 def start_parent_run(settings: TrackingSettings, name: str, tags: Mapping[str, str]) -> str | None:
@@ -198,11 +200,16 @@ def restore_outputs(client, run_id: str, outputs: Mapping[str, str | Path]) -> N
             shutil.copyfile(local / name, path)
 
 
-def _restored(client, run_id: str, outputs: Mapping[str, str | Path]) -> bool:
-    """Restore a cached run's outputs; False, with a warning, when its artifacts are gone
-    (e.g. results/mlartifacts deleted to free disk, mlflow.db kept): the caller trains."""
+def _restored(client, run_id: str, outputs: Mapping[str, str | Path], model_output: str | None) -> bool:
+    """Restore a cached run's outputs (`model_output` from its logged model); False, with a
+    warning, when its artifacts are gone (e.g. results/mlartifacts deleted to free disk,
+    mlflow.db kept): the caller trains."""
     try:
-        restore_outputs(client, run_id, outputs)
+        restore_outputs(client, run_id, {k: v for k, v in outputs.items() if k != model_output})
+        if model_output is not None:
+            from pneumoflow import registry
+
+            registry.restore_model_file(client, run_id, outputs[model_output])
     except Exception as exc:  # missing folder, missing file, unreachable artifact store
         log.warning(
             "MLflow run %s has the same fingerprint but its outputs cannot be restored "
@@ -213,99 +220,11 @@ def _restored(client, run_id: str, outputs: Mapping[str, str | Path]) -> bool:
     return True
 
 
-class ModelRun:
-    """One MLflow run, opened explicitly; every method is a no-op without a client.
-
-    Use as a context manager: the run ends FINISHED on success, FAILED on an
-    exception and KILLED on Ctrl-C.
-    """
-
-    def __init__(self, client, exp_id: str | None, name: str, params: Mapping, tags: Mapping[str, str]):
-        self.client, self.exp_id, self.name = client, exp_id, name
-        self.params, self.tags = dict(params), dict(tags)
-        self.run_id: str | None = None
-        self._held: list = []  # metrics not yet accepted by the store
-
-    @classmethod
-    def attach(cls, client, run_id: str) -> ModelRun:
-        """Handle on an existing run (e.g. to add test metrics to a finished training run)."""
-        run = cls(client, None, "", {}, {})
-        run.run_id = run_id
-        return run
-
-    def __enter__(self) -> ModelRun:
-        if self.client is None:
-            return self
-        tags = dict(self.tags)
-        if parent := os.environ.get(PARENT_ENV):
-            tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(self.exp_id, run_name=self.name, tags=tags)
-        self.run_id = run.info.run_id
-        from mlflow.entities import Param
-
-        params = [Param(k, str(v)[:6000]) for k, v in sorted(self.params.items())]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[i : i + 100])
-        log.info("MLflow run %s (%s) in experiment %s", self.run_id, self.name, self.exp_id)
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if not self.run_id:
-            return
-        if kind is None:
-            self.ensure_reachable()
-        status = "FINISHED" if kind is None else "KILLED" if kind is KeyboardInterrupt else "FAILED"
-        try:
-            with quick_requests(retries=1 if self._held else 3):
-                self.client.set_terminated(self.run_id, status)
-        except Exception as exc:  # the store is gone; the run shows RUNNING until cleaned up
-            if kind is None:
-                raise
-            log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, exc)
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log metrics; while the store is unreachable they are held back and training goes on."""
-        if self.run_id:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            self._held += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-            self._send()
-
-    def _send(self) -> None:
-        try:
-            with quick_requests():
-                self.client.log_batch(self.run_id, metrics=self._held)
-        except Exception as exc:
-            log.warning(
-                "MLflow store %s unreachable (%s): %d metric values held back; training goes on",
-                self.client.tracking_uri, type(exc).__name__, len(self._held),
-            )  # fmt: skip
-        else:
-            self._held = []
-
-    def ensure_reachable(self) -> None:
-        """Send held-back metrics; TrackingUnavailableError naming the store if it is still gone.
-
-        Called before logging files or models, which MLflow would retry for minutes.
-        """
-        if self.run_id and self._held:
-            self._send()
-            if self._held:
-                raise TrackingUnavailableError(
-                    f"the MLflow store {self.client.tracking_uri} went away during training and "
-                    f"{len(self._held)} metric values could not be logged; the training state is kept, "
-                    "so rerun once the server is back (it resumes, it does not retrain)"
-                )
-
-    def log_outputs(self, outputs: Mapping[str, str | Path]) -> None:
-        """Log each output file as artifact outputs/<name>, where the run cache finds it."""
-        if self.run_id:
-            self.ensure_reachable()
-            with tempfile.TemporaryDirectory() as tmp:
-                for name, path in outputs.items():
-                    shutil.copyfile(path, Path(tmp) / name)
-                self.client.log_artifacts(self.run_id, tmp, OUTPUTS)
+def log_split_inputs(run: ModelRun, manifest: str | Path, img_size: int, **splits: list) -> None:
+    """Log each split's arrays as a dataset input of the run: name "<split> <S>px", digest
+    the sha256 of its .npz files, source the manifest (`splits`: {split: [npz paths]})."""
+    for split, files in splits.items():
+        run.log_datasets(split, f"{split} {img_size}px", hash_files(files)[:16], manifest)
 
 
 def stage_identity(
@@ -365,12 +284,15 @@ def run_tracked(
     run_id_out: str | Path,
     work,
     on_success=None,
+    model_output: str | None = None,
 ) -> str | None:
     """Run `work(run: ModelRun)` in a new MLflow run, or restore its outputs from a cached run.
 
     `outputs` ({artifact name: path}) are the files `work` writes; they are logged
     under outputs/ and restored from there when a FINISHED run with the same
-    fingerprint exists and mlflow.reuse_runs is on. The run id (empty without
+    fingerprint exists and mlflow.reuse_runs is on. `model_output` names the one of
+    them that `work` logs as the run's MLflow model (mlflow_models.log_model): it is
+    not copied to outputs/ too, but restored from that model. The run id (empty without
     tracking) is written to `run_id_out`. Returns the run id.
     """
     from pneumoflow.atomic import write_bytes
@@ -379,17 +301,22 @@ def run_tracked(
     exp_id = experiment_id(client, settings) if client else None
     fp = fingerprint(fingerprint_parts)
     cached = find_cached_run(client, exp_id, fp) if client and settings.reuse_runs else None
-    if cached is not None and _restored(client, cached.info.run_id, outputs):
+    if cached is not None and _restored(client, cached.info.run_id, outputs, model_output):
         log.info(
             "restored outputs from MLflow run %s (same fingerprint %s): not retrained",
             cached.info.run_id,
             fp[:12],
         )
         run_id = cached.info.run_id
+        if model_output is not None:
+            from pneumoflow import registry
+
+            registry.point_alias(client, name, run_id)
     else:
-        with ModelRun(client, exp_id, name, params, {**tags, FINGERPRINT_TAG: fp}) as run:
+        interval = settings.system_metrics_interval if settings.system_metrics else None
+        with ModelRun(client, exp_id, name, params, {**tags, FINGERPRINT_TAG: fp}, interval) as run:
             work(run)
-            run.log_outputs(outputs)
+            run.log_outputs({k: v for k, v in outputs.items() if k != model_output})
         run_id = run.run_id
     if on_success is not None:  # e.g. drop the training state, only once all is logged
         on_success()

@@ -437,31 +437,20 @@ def best_weights(checkpoint: Path) -> Path:
     return checkpoint.with_name(f"best-{checkpoint.name}")
 
 
-def log_torch_model(run: tracking.ModelRun, model: nn.Module, img_size: int) -> None:
-    """Log the model with mlflow.pytorch.
-
-    Pickle format: torch.export (MLflow's pt2 default) fails on some of these
-    graphs. Requirements are pinned here, which skips MLflow's slow inference.
-    """
+def log_torch_model(run: tracking.ModelRun, name: str, model_file: Path, img_size: int) -> None:
+    """Log model.pt as the run's MLflow model and register it (pneumoflow.mlflow_models): the
+    store's one copy of the weights. Requirements are pinned here, which skips MLflow's slow
+    inference."""
     if not run.run_id:
         return
     run.ensure_reachable()
-    import mlflow
     import torchvision
 
-    model = model.cpu().eval()
-    example = torch.zeros((1, 3, img_size, img_size))
-    with torch.inference_mode():
-        signature = mlflow.models.infer_signature(example.numpy(), model(example).numpy())
+    from pneumoflow import mlflow_models
+    from pneumoflow.classifier_pyfunc import ClassifierModel
+
     requirements = [f"{m.__name__}=={m.__version__.split('+')[0]}" for m in (torch, torchvision)]
-    with mlflow.start_run(run_id=run.run_id):
-        mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=signature,
-            serialization_format="pickle",
-            pip_requirements=requirements,
-        )
+    mlflow_models.log_model(run.run_id, name, model_file, ClassifierModel(name), img_size, requirements)
 
 
 PROBE_NOTE = (
@@ -525,6 +514,7 @@ def run_stage(
     fingerprint = tracking.fingerprint(parts)
 
     def work(run: tracking.ModelRun) -> None:
+        tracking.log_split_inputs(run, manifest, cfg.img_size, train=train_npz, val=val_npz)
         history, val_probs = fit(
             cfg,
             train,
@@ -543,12 +533,12 @@ def run_stage(
             table.to_csv(tmp, index=False)
         plots.plot_curves(history, ["loss", "acc"], curves_out, f"{name}: learning curves")
         best = history.loc[history.val_acc.idxmax()]
-        model, saved = classifier_inference.load_classifier(name, model_out)
+        _, saved = classifier_inference.load_classifier(name, model_out)
         run.log_metrics(
             {"best_val_acc": best.val_acc, "best_epoch": best.epoch, "threshold": saved["threshold"]}
         )
         log.info("operating threshold %.4f (%s)", saved["threshold"], saved["threshold_rule"])
-        log_torch_model(run, model, cfg.img_size)
+        log_torch_model(run, name, Path(model_out), cfg.img_size)
 
     def drop_training_state() -> None:  # finished and logged: a later run must not resume it
         for path in (Path(checkpoint), best_weights(Path(checkpoint))):
@@ -570,4 +560,5 @@ def run_stage(
         run_id_out=run_id_out,
         work=work,
         on_success=drop_training_state,
+        model_output="model.pt",
     )

@@ -251,6 +251,7 @@ def run_stage(
     )
 
     def work(run: tracking.ModelRun) -> None:
+        tracking.log_split_inputs(run, manifest, cfg.img_size, train=train_npz, val=val_npz)
         history = fit(
             cfg,
             train_npz,
@@ -267,7 +268,7 @@ def run_stage(
         plots.plot_curves(history, ["dice", "mean_iou"], outputs["dice.png"], "U-Net: Dice and mean IoU")
         best = history.loc[history.val_loss.idxmin()]
         run.log_metrics({"best_val_dice": best.val_dice, "best_epoch": best.epoch})
-        _log_keras_model(run, outputs["model.keras"])
+        _log_keras_model(run, outputs["model.keras"], cfg.img_size)
 
     return tracking.run_tracked(
         tracking.TrackingSettings.from_config(mlflow_section),
@@ -280,17 +281,20 @@ def run_stage(
         work=work,
         # finished and logged: a later run must not resume it
         on_success=lambda: shutil.rmtree(backup_dir, ignore_errors=True),
+        model_output="model.keras",
     )
 
 
-def _log_keras_model(run: tracking.ModelRun, model_path: Path) -> None:
+def _log_keras_model(run: tracking.ModelRun, model_path: Path, img_size: int) -> None:
+    """Log model.keras as the run's MLflow model and register it (pneumoflow.mlflow_models):
+    the store's one copy of the model."""
     if not run.run_id:
         return
     run.ensure_reachable()
-    import keras
-    import mlflow
     import tensorflow as tf
 
-    model = keras.models.load_model(model_path, compile=False)
-    with mlflow.start_run(run_id=run.run_id):
-        mlflow.tensorflow.log_model(model, name="model", pip_requirements=[f"tensorflow=={tf.__version__}"])
+    from pneumoflow import mlflow_models
+    from pneumoflow.unet_pyfunc import UnetModel
+
+    requirements = [f"tensorflow=={tf.__version__}"]
+    mlflow_models.log_model(run.run_id, "unet", model_path, UnetModel(), img_size, requirements)
