@@ -5,30 +5,13 @@ Images come in as the arrays stage makes them: (N, S, S) uint8 grayscale.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 import numpy as np
 
 from pneumoflow import metrics, postprocess
 from pneumoflow.images import Source
 from pneumoflow.postprocess import PostProcess
-
-
-def load_unet(path: str | Path) -> keras.Model:
-    """The saved Keras U-Net (no optimizer state)."""
-    return keras.models.load_model(path, compile=False)
-
-
-def input_size(model: keras.Model) -> int:
-    """S of the (None, S, S, 1) input the U-Net was trained at."""
-    return int(model.input_shape[1])
-
-
-def unet_probs(model: keras.Model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Opacity probabilities (N, S, S) float32 for images (N, S, S) uint8."""
-    x = images[..., None].astype("float32") / 255.0
-    return model.predict(x, batch_size=batch_size, verbose=0)[..., 1]
+from pneumoflow.unet import input_size, load_unet, unet_probs  # noqa: F401  (callers import them here)
 
 
 def predict_sources(
