@@ -6,10 +6,7 @@ softmax over (background, opacity). Masks are one-hot with the same shape.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
-import numpy as np
 from keras import layers, ops
 
 SMOOTH = 1e-6
@@ -83,21 +80,3 @@ def compile_unet(model: keras.Model, lr: float) -> keras.Model:
         metrics=[dice_coefficient, keras.metrics.OneHotMeanIoU(num_classes=2, name="mean_iou")],
     )
     return model
-
-
-# Loading and running a saved model live here, not in unet_inference, so that the U-Net's
-# MLflow pyfunc (logged by train_unet) reaches no evaluation code (metrics, post-processing).
-def load_unet(path: str | Path) -> keras.Model:
-    """The saved Keras U-Net (no optimizer state)."""
-    return keras.models.load_model(path, compile=False)
-
-
-def input_size(model: keras.Model) -> int:
-    """S of the (None, S, S, 1) input the U-Net was trained at."""
-    return int(model.input_shape[1])
-
-
-def unet_probs(model: keras.Model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Opacity probabilities (N, S, S) float32 for images (N, S, S) uint8."""
-    x = images[..., None].astype("float32") / 255.0
-    return model.predict(x, batch_size=batch_size, verbose=0)[..., 1]

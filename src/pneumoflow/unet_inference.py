@@ -11,7 +11,7 @@ import numpy as np
 from pneumoflow import metrics, postprocess
 from pneumoflow.images import Source
 from pneumoflow.postprocess import PostProcess
-from pneumoflow.unet import input_size, load_unet, unet_probs  # noqa: F401  (callers import them here)
+from pneumoflow.unet_saved import input_size, load_unet, unet_probs  # noqa: F401  (callers import them here)
 
 
 def predict_sources(

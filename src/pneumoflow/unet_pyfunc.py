@@ -15,11 +15,11 @@ class UnetModel(mlflow.pyfunc.PythonModel):
         return {}
 
     def load_context(self, context) -> None:
-        from pneumoflow.unet import load_unet
+        from pneumoflow.unet_saved import load_unet
 
         self.model = load_unet(context.artifacts[ARTIFACT])
 
     def predict(self, context, model_input, params=None):
-        from pneumoflow.unet import unet_probs
+        from pneumoflow.unet_saved import unet_probs
 
         return unet_probs(self.model, np.asarray(model_input, dtype=np.uint8))
