@@ -114,15 +114,20 @@ def score_cli(submission: Path, labels: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 with an sqlite store; stop() and start() keep the port
     and the store, as a restarted server would."""
 
     def __init__(self, root: Path):
         self.root = root
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
+from conftest import free_port
 
 from pneumoflow import mlflow_ui
 from pneumoflow.registry import ALIAS
@@ -51,16 +51,10 @@ def _env() -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui(tiny_run):
     """(base URL, the URL `pneumoflow ui` printed) of the UI it serves from the tiny run's folder."""
-    port = _free_port()
+    port = free_port()
     log = open(tiny_run / "ui.log", "w")  # noqa: SIM115 (open while the server runs)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pneumoflow", "ui", "--port", str(port)],

@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from pneumoflow import tracking
 from pneumoflow.tracking import TrackingSettings, TrackingUnavailableError
@@ -227,16 +228,10 @@ def test_three_processes_on_a_fresh_database(tmp_path, monkeypatch):
     assert len(set(ids)) == 3 and all(ids)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    port = _free_port()
+    port = free_port()
     store, artifacts = f"sqlite:///{root}/server.db", str(root / "artifacts")
     cmd = [
         sys.executable,
@@ -287,7 +282,7 @@ def test_real_server_run_and_cache(mlflow_server, tmp_path, monkeypatch):
 
 def test_unreachable_server_fails_naming_the_uri(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     start = time.time()
     with pytest.raises(TrackingUnavailableError, match=f"{uri} cannot be reached.*mlflow.required: false"):
         tracking.connect(TrackingSettings(tracking_uri=uri))
@@ -296,7 +291,7 @@ def test_unreachable_server_fails_naming_the_uri(tmp_path, monkeypatch):
 
 def test_unreachable_server_not_required_goes_on_untracked(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    settings = TrackingSettings(tracking_uri=f"http://127.0.0.1:{_free_port()}", required=False)
+    settings = TrackingSettings(tracking_uri=f"http://127.0.0.1:{free_port()}", required=False)
     run_id, outputs, calls = _run(settings, tmp_path, {"cfg": 1})
     assert run_id is None and calls == [1] and outputs["model.txt"].exists()
     assert "WITHOUT tracking" in caplog.text
