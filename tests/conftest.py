@@ -37,6 +37,20 @@ def pytest_report_header(config) -> str:
     return f"free disk at {where}: {shutil.disk_usage(where).free / 2**30:.1f} GiB"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """`make test` runs on two pytest-xdist workers with --dist loadgroup: keep the tests that
+    share an expensive fixture on one worker, so that it is built once there. Every user of the
+    session's tiny_run goes to group "tiny_run"; every other user of a module-scoped fixture (a
+    local Slurm, a staleness build, a UI server) to its module's group."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        scopes = {d.scope for ds in (defs.name2fixturedefs.values() if defs else ()) for d in ds}
+        if "tiny_run" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
+        elif "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(autouse=True)
 def _restore_mlflow_env():
     """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ: undo it after each
