@@ -33,7 +33,9 @@ def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.Com
 
 def pytest_report_header(config) -> str:
     """Free space where the tests write: a full run peaks near 6 GB (VGG16 weights are 0.5 GB)."""
-    where = config.option.basetemp or tempfile.gettempdir()
+    where = Path(config.option.basetemp or tempfile.gettempdir())
+    while not where.exists():  # an xdist worker's basetemp is made later
+        where = where.parent
     return f"free disk at {where}: {shutil.disk_usage(where).free / 2**30:.1f} GiB"
 
 
