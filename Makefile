@@ -24,10 +24,11 @@ run: install
 	$(BIN)/snakemake --cores all
 
 # Two pytest-xdist workers: most tests wait on one Snakemake job at a time, so two keep both
-# cores of a small machine busy (tests/conftest.py keeps shared fixtures on one worker).
+# cores of a small machine busy (tests/conftest.py sends each module, and every user of the
+# shared tiny run, whole to one worker).
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The MLflow UI on results/mlflow.db, on 127.0.0.1:$(PORT); it prints the URL to open.
 PORT ?= 5000

@@ -39,18 +39,31 @@ def pytest_report_header(config) -> str:
     return f"free disk at {where}: {shutil.disk_usage(where).free / 2**30:.1f} GiB"
 
 
+# The modules whose tests use the session's tiny_run: under xdist they share one worker.
+TINY_RUN_MODULES = ("test_mlflow_ui.py", "test_pipeline.py", "test_predict.py", "test_reliability.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs on two pytest-xdist workers. Each test module goes whole to one worker,
+    so that its module-scoped fixtures (a local Slurm, a staleness build) are built once, and
+    the modules in TINY_RUN_MODULES all go to the same worker, which builds tiny_run once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tiny_run" if Path(module).name in TINY_RUN_MODULES else module
+
+    return ByModule(config, log)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """`make test` runs on two pytest-xdist workers with --dist loadgroup: keep the tests that
-    share an expensive fixture on one worker, so that it is built once there. Every user of the
-    session's tiny_run goes to group "tiny_run"; every other user of a module-scoped fixture (a
-    local Slurm, a staleness build, a UI server) to its module's group."""
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        scopes = {d.scope for ds in (defs.name2fixturedefs.values() if defs else ()) for d in ds}
-        if "tiny_run" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("tiny_run"))
-        elif "module" in scopes:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    stray = {item.path.name for item in items if "tiny_run" in item.fixturenames} - set(TINY_RUN_MODULES)
+    if stray:
+        raise pytest.UsageError(
+            f"{sorted(stray)} use tiny_run: add them to TINY_RUN_MODULES in tests/conftest.py"
+        )
 
 
 @pytest.fixture(autouse=True)
