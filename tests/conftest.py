@@ -41,42 +41,24 @@ def pytest_report_header(config) -> str:
 
 # The modules whose tests use the session's tiny_run: under xdist they share one worker.
 TINY_RUN_MODULES = ("test_mlflow_ui.py", "test_pipeline.py", "test_predict.py", "test_reliability.py")
-# Work units that take minutes, longest first: they start first, so no worker ends on one alone.
-LONGEST_FIRST = (
-    "tiny_run",
-    "test_cluster.py",
-    "test_staleness.py",
-    "test_interruption.py",
-    "test_imagefolder.py",
-)
-
-
-def _work_unit(module: str) -> str:
-    """The xdist work unit of a test module: "tiny_run" for TINY_RUN_MODULES, else the module."""
-    return "tiny_run" if module in TINY_RUN_MODULES else module
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """`make test` runs on two pytest-xdist workers. Each test module goes whole to one worker,
     so that its module-scoped fixtures (a local Slurm, a staleness build) are built once, and
-    the modules in TINY_RUN_MODULES all go to the same worker, which builds tiny_run once.
-    Units are handed out in collection order (see pytest_collection_modifyitems)."""
+    the modules in TINY_RUN_MODULES all go to the same worker, which builds tiny_run once."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByModule(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return _work_unit(Path(nodeid.split("::", 1)[0]).name)
+            module = nodeid.split("::", 1)[0]
+            return "tiny_run" if Path(module).name in TINY_RUN_MODULES else module
 
-    config.option.loadscopereorder = False  # xdist would put the units with most tests first
     return ByModule(config, log)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """The LONGEST_FIRST units first (a stable sort: each module keeps its order); then a check
-    that every tiny_run user is in TINY_RUN_MODULES."""
-    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_work_unit(item.path.name), len(rank)))
     stray = {item.path.name for item in items if "tiny_run" in item.fixturenames} - set(TINY_RUN_MODULES)
     if stray:
         raise pytest.UsageError(
