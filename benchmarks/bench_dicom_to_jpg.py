@@ -56,11 +56,13 @@ def ours_via_pydicom(manifest: Path, dicom_dir: Path, out: Path) -> None:
 
 def via_snakemake(rsna_dir: Path, workdir: Path) -> None:
     """The preprocessing up to the JPGs as a user runs it, one core, in a fresh folder."""
-    config = workdir / "bench.yaml"
+    config = workdir.parent / f"{workdir.name}.yaml"
     config.write_text(f"data: {{source: rsna, rsna_dir: '{rsna_dir}'}}\n")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "1", "--configfile", str(config), "results/qc/rejected.tsv"]  # fmt: skip
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+           "--cores", "1", "results/qc/rejected.tsv", "--configfile", str(config)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"snakemake failed:\n{result.stderr[-3000:]}")
 
 
 def fresh(folder: Path) -> Path:
