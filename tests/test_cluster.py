@@ -153,6 +153,10 @@ def test_cluster_generic_runs_every_rule_through_its_scripts(slurm, runs):
     assert sorted(slurm_rules(slurm, logged).values()) == sorted(planned_cluster_jobs(result.stderr))
     assert set(slurm_rules(slurm, logged).values()) == CLUSTER_RULES
     assert_same_outputs(workdir, runs["local"][0])
+    for model in MODELS:  # the same metrics as the Slurm-profile run, key for key
+        got = json.loads((workdir / f"results/eval/{model}/metrics.json").read_text())
+        want = json.loads((runs["slurm"][0] / f"results/eval/{model}/metrics.json").read_text())
+        assert got.keys() == want.keys(), model
 
 
 def planned_cluster_jobs(stderr: str) -> list[str]:
