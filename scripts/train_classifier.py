@@ -2,6 +2,10 @@ from pneumoflow.logs import to_file
 
 to_file(snakemake.log[0])
 
+from pneumoflow.jobenv import claim_gpus
+
+claim_gpus(snakemake.resources.gpu)  # before torch / TensorFlow start
+
 import json
 
 from pneumoflow.provenance import run_tags

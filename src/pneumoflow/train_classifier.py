@@ -108,18 +108,23 @@ def uses_feature_cache(cfg: ClassifierConfig) -> bool:
 
 
 @torch.inference_mode()
-def backbone_batches(backbone: nn.Module, images, device, batch_size: int):
-    """Yield (B, D) float32 numpy features of the (S, S) uint8 `images` through the frozen backbone."""
+def backbone_batches(backbone: nn.Module, images, device, batch_size: int, amp: bool = False):
+    """Yield (B, D) float32 numpy features of the (S, S) uint8 `images` through the frozen backbone
+    (computed in float16 under `amp`, as the training step's forward pass is)."""
     backbone.eval()
     for start in range(0, len(images), batch_size):
         batch = np.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
-        yield backbone(images_to_input(torch.from_numpy(batch).unsqueeze(1), device)).float().cpu().numpy()
+        with torch.autocast(device.type, enabled=amp):
+            features = backbone(images_to_input(torch.from_numpy(batch).unsqueeze(1), device))
+        yield features.float().cpu().numpy()
 
 
-def compute_features(backbone: nn.Module, images, device, batch_size: int, out: Path) -> DiskRows:
+def compute_features(
+    backbone: nn.Module, images, device, batch_size: int, out: Path, amp: bool = False
+) -> DiskRows:
     """The (D,) float32 features of each (S, S) uint8 image through the frozen backbone, written
     to the .npy file `out` batch by batch (VGG16's are 100 kB per image at 224 px)."""
-    return save_rows(out, backbone_batches(backbone, images, device, batch_size), len(images))
+    return save_rows(out, backbone_batches(backbone, images, device, batch_size, amp), len(images))
 
 
 def fit_standardize(model: nn.Module, batches) -> None:
@@ -195,7 +200,7 @@ def _feature_loaders(
     _loaders batches images."""
     started = time.perf_counter()
     feats = [
-        compute_features(backbone, images, device, cfg.batch_size, out)
+        compute_features(backbone, images, device, cfg.batch_size, out, cfg.amp)
         for (images, _), out in zip((train, val), files, strict=True)
     ]
     log.info(
@@ -295,7 +300,7 @@ def fit(
             list(train_loader.sampler)
         if kind == classifiers.PROBE_HEAD and start == 0:
             if train_features is None:
-                batches = backbone_batches(backbone, train[0], device, cfg.batch_size)
+                batches = backbone_batches(backbone, train[0], device, cfg.batch_size, cfg.amp)
             else:
                 batches = (train_features[i] for i in range(len(train_features)))
                 batches = (np.asarray(row)[None] for row in batches)
