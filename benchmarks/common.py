@@ -19,7 +19,7 @@ def sample(n: int, size: int = 1024, seed: int = 11) -> Path:
 
     folder = WORK / f"sample-{n}-{size}-{seed}"
     if not (folder / "done").exists():
-        generate(folder, n=n, seed=seed, size=size, n_test=3)
+        generate(folder, n=n, seed=seed, size=size, n_test=3, workers=os.cpu_count() or 1)
         (folder / "done").touch()
     return folder
 

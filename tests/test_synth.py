@@ -60,3 +60,13 @@ def test_same_seed_same_bytes(tmp_path):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     labels = "stage_2_train_labels.csv"
     assert (tmp_path / "a" / labels).read_bytes() != (tmp_path / "c" / labels).read_bytes()
+
+
+def test_parallel_generation_writes_the_same_bytes(tmp_path):
+    serial = generate(tmp_path / "one", n=6, seed=9, size=64)
+    parallel = generate(tmp_path / "two", n=6, seed=9, size=64, workers=2)
+    assert serial == parallel
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.*"))
+    assert len(files) == 6 + 3 + 2
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()

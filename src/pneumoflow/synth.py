@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,25 +167,39 @@ def write_dicom(path: str | Path, pixels: np.ndarray, case: Case, *, jpeg: bool 
 
 
 def generate(
-    out_dir: str | Path, n: int = 240, seed: int = 7, size: int = 1024, n_test: int | None = None
+    out_dir: str | Path,
+    n: int = 240,
+    seed: int = 7,
+    size: int = 1024,
+    n_test: int | None = None,
+    workers: int = 1,
 ) -> list[Case]:
-    """Write an RSNA-layout sample of `n` training images (+ test images) to `out_dir`."""
+    """Write an RSNA-layout sample of `n` training images (+ test images) to `out_dir`.
+
+    Image i depends only on (seed, i), so `workers` processes write the same files as one.
+    """
     if n < 3:
         raise ValueError(f"n must be >= 3 so that all three classes appear, got {n}")
     out = Path(out_dir)
     n_test = max(3, n // 20) if n_test is None else n_test
-    cases = []
-    for i in range(n + n_test):
-        rng = np.random.default_rng([seed, i])
-        klass = CLASSES[i] if i < 3 else CLASSES[rng.choice(3, p=CLASS_WEIGHTS)]
-        case = new_case(rng, klass)
-        pixels, case.boxes = draw_chest(rng, size, klass)
-        folder = TRAIN_DIR if i < n else TEST_DIR
-        write_dicom(out / folder / f"{case.patient_id}.dcm", pixels, case)
-        cases.append(case)
+    jobs = [(out, seed, size, i, i < n) for i in range(n + n_test)]
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            cases = pool.starmap(_write_case, jobs, chunksize=64)
+    else:
+        cases = [_write_case(*job) for job in jobs]
     _write_csvs(out, cases[:n])
     log.info("wrote %d training and %d test DICOMs to %s", n, n_test, out)
     return cases[:n]
+
+
+def _write_case(out: Path, seed: int, size: int, i: int, train: bool) -> Case:
+    rng = np.random.default_rng([seed, i])
+    klass = CLASSES[i] if i < 3 else CLASSES[rng.choice(3, p=CLASS_WEIGHTS)]
+    case = new_case(rng, klass)
+    pixels, case.boxes = draw_chest(rng, size, klass)
+    write_dicom(out / (TRAIN_DIR if train else TEST_DIR) / f"{case.patient_id}.dcm", pixels, case)
+    return case
 
 
 def _write_csvs(out: Path, cases: list[Case]) -> None:
