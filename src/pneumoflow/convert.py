@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 JPEG_QUALITY = 95
 
 
-def dicom_to_jpg_bytes(path: str | Path) -> tuple[bytes, bool]:
-    """(JPG bytes, copied) for one DICOM; copied=True when the frame was passed through.
+def dicom_to_jpg_bytes(path: str | Path) -> tuple[bytes | memoryview, bool]:
+    """(JPG bytes, copied) for one DICOM; copied=True when the frame was passed through (then
+    a view into the file's bytes).
 
     Raises DicomError when the file cannot be read or decoded.
     """

@@ -68,7 +68,7 @@ def read_source(path: str | Path) -> Source:
     try:
         if is_dicom(path):
             check_dataset(read_dataset(path))
-            data, _ = dicom_to_jpg_bytes(path)
+            data = bytes(dicom_to_jpg_bytes(path)[0])
         else:
             data = training_jpg(path.read_bytes())
     except ValueError as exc:  # DicomError is a ValueError
