@@ -2,6 +2,10 @@ from pneumoflow.logs import to_file
 
 to_file(snakemake.log[0])
 
+from pneumoflow.jobenv import claim_gpus
+
+claim_gpus(0)  # inference on the CPU: leave the GPUs to the training jobs that claimed them
+
 
 from pneumoflow.postprocess import run_stage
 from pneumoflow.tracking import exported_section

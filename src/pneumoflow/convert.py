@@ -20,8 +20,8 @@ JPEG_QUALITY = 95
 
 
 def dicom_to_jpg_bytes(path: str | Path) -> tuple[bytes | memoryview, bool]:
-    """(JPG bytes, copied) for one DICOM; copied=True when the frame was passed through (then
-    a view into the file's bytes).
+    """(JPG bytes, copied) for one DICOM; copied=True when the frame was passed through. The fast
+    path's bytes are a view into the file's bytes (dicomscan.copyable_frame).
 
     Raises DicomError when the file cannot be read or decoded.
     """

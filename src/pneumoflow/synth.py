@@ -185,7 +185,7 @@ def generate(
     jobs = [(out, seed, size, i, i < n) for i in range(n + n_test)]
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            cases = pool.starmap(_write_case, jobs, chunksize=64)
+            cases = pool.starmap(_write_case, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers))))
     else:
         cases = [_write_case(*job) for job in jobs]
     _write_csvs(out, cases[:n])

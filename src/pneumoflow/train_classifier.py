@@ -199,9 +199,11 @@ def _feature_loaders(
     """Loaders of cached backbone features (kept in `files`), batched and shuffled exactly as
     _loaders batches images."""
     started = time.perf_counter()
+    # train features as the training step's forward pass makes them (float16 under amp), val
+    # features in float32 as evaluate() and the evaluate stage make them
     feats = [
-        compute_features(backbone, images, device, cfg.batch_size, out, cfg.amp)
-        for (images, _), out in zip((train, val), files, strict=True)
+        compute_features(backbone, images, device, cfg.batch_size, out, amp)
+        for (images, _), out, amp in zip((train, val), files, (cfg.amp, False), strict=True)
     ]
     log.info(
         "cached %s backbone features (%d, %s) in %.1fs",
@@ -300,7 +302,7 @@ def fit(
             list(train_loader.sampler)
         if kind == classifiers.PROBE_HEAD and start == 0:
             if train_features is None:
-                batches = backbone_batches(backbone, train[0], device, cfg.batch_size, cfg.amp)
+                batches = backbone_batches(backbone, train[0], device, cfg.batch_size)
             else:
                 batches = (train_features[i] for i in range(len(train_features)))
                 batches = (np.asarray(row)[None] for row in batches)
