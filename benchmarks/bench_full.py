@@ -8,8 +8,10 @@
    light training config: 1 epoch, every model at train-size px.
 3. Prints per stage (rule): jobs, summed job seconds, elapsed span, CPU seconds, peak RSS of
    any one job and disk written, from Snakemake's `benchmark:` files.
-4. A no-op rerun, then a rerun after one image is added (one more DICOM and its label rows):
-   seconds and the jobs each one ran.
+4. A no-op rerun; then one image is added (one more DICOM and its label rows) and the
+   preprocessing reruns (every arrays file and the QC table), then a no-op rerun of it and a dry
+   run of everything (the training it would redo); `--rerun-all` also reruns everything.
+   Seconds and the jobs each one ran.
 
 The run folder is made anew each time; the input folder links to the generated files, so the
 added image never changes the reused sample.
@@ -23,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -71,11 +74,16 @@ def add_one_image(folder: Path, size: int) -> str:
     return case.patient_id
 
 
-def snakemake(workdir: Path, config: Path, cores: int) -> tuple[float, str]:
+def snakemake(
+    workdir: Path, config: Path, cores: int, targets: Sequence[str] = (), *extra: str
+) -> tuple[float, str]:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     started = time.perf_counter()
     result = subprocess.run(
-        [*cmd, "--configfile", str(config), "--cores", str(cores)], cwd=REPO, capture_output=True, text=True
+        [*cmd, *extra, *targets, "--configfile", str(config), "--cores", str(cores)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
@@ -126,6 +134,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=1024, help="DICOM rows = cols (RSNA: 1024)")
     parser.add_argument("--train-size", type=int, default=64, help="img_size of every model")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument(
+        "--rerun-all", action="store_true", help="also rerun the whole DAG after the added image"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -150,14 +161,24 @@ def main() -> None:
     )
     noop_s, noop_out = snakemake(workdir, config, args.cores)
     pid = add_one_image(inputs, args.image_size)
-    added_s, added_out = snakemake(workdir, config, args.cores)
-    report(
-        "full_reruns",
-        [
-            {"rerun": "nothing changed", "seconds": noop_s, "jobs": str(jobs_run(noop_out) or "none")},
-            {"rerun": f"one image added ({pid})", "seconds": added_s, "jobs": str(jobs_run(added_out))},
-        ],
-    )
+    # the preprocessing alone (every arrays file and the QC table); training reruns anyway
+    preprocessing = ["results/qc/rejected.tsv"]
+    preprocessing += sorted(str(p.relative_to(workdir)) for p in (workdir / "results/arrays").rglob("*.npz"))
+    added_s, added_out = snakemake(workdir, config, args.cores, preprocessing)
+    noop_pre_s, noop_pre_out = snakemake(workdir, config, args.cores, preprocessing)
+    dry_s, dry_out = snakemake(workdir, config, args.cores, [], "-n")
+    rows = [
+        {"rerun": "nothing changed", "seconds": noop_s, "jobs": str(jobs_run(noop_out) or "none")},
+        {"rerun": f"one image added ({pid}): preprocessing", "seconds": added_s,
+         "jobs": str(jobs_run(added_out))},
+        {"rerun": "then nothing changed: preprocessing", "seconds": noop_pre_s,
+         "jobs": str(jobs_run(noop_pre_out) or "none")},
+        {"rerun": "then a dry run of everything", "seconds": dry_s, "jobs": f"would run {jobs_run(dry_out)}"},
+    ]  # fmt: skip
+    if args.rerun_all:
+        all_s, all_out = snakemake(workdir, config, args.cores)
+        rows.append({"rerun": "then everything", "seconds": all_s, "jobs": str(jobs_run(all_out))})
+    report("full_reruns", rows)
 
 
 if __name__ == "__main__":
