@@ -107,7 +107,7 @@ def classifier_rows(name, images, labels, amp, args, device, tmp: Path) -> list[
                      "seconds": timing["s"], "peak GiB": timing["peak GiB"]})  # fmt: skip
 
     compute_features(backbone, images[: 2 * args.batch], device, args.batch, tmp / "warm.npy", cfg.amp)
-    features, timing = None, {}
+    timing = {}
     with stopwatch(device, timing):
         features = compute_features(backbone, images, device, args.batch, tmp / f"{name}.npy", cfg.amp)
     row("feature pass", timing, n)

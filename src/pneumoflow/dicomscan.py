@@ -170,7 +170,7 @@ def copyable_frame(path: str | Path) -> memoryview | None:
     stored, no rescale, no VOI window or LUT. None otherwise: use dicomio.
 
     A view into the file's bytes, not a copy: copying a 400 kB frame (fresh pages, faulted in)
-    cost more than reading the file (benchmarks/README.md)."""
+    cost more than reading the file (README.md, Performance: dicom_to_jpg)."""
     try:
         found = scan(Path(path).read_bytes())  # the whole frame is wanted: one read
     except OSError:
