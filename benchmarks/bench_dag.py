@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import yaml
-from common import WORK, report
+from common import WORK, jobs_printed, report
 
 from pneumoflow.split import SPLITS
 from pneumoflow.synth import Case, generate, write_dicom
@@ -51,12 +51,6 @@ def preprocessing_targets() -> list[str]:
         for shard in range(SHARDS)
     ]
     return [*arrays, "results/qc/rejected.tsv"]
-
-
-def scheduled(output: str) -> dict[str, int]:
-    """Jobs per rule that a (dry) run printed (a checkpoint's later jobs included)."""
-    rules = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", output, re.M)
-    return {rule: rules.count(rule) for rule in sorted(set(rules))}
 
 
 def add_image(data: Path) -> str:
@@ -210,9 +204,9 @@ def main() -> None:
     rows.append({"what": "snakemake -n after preprocessing", "seconds": seconds, "jobs": job_total(out)})
     add_image(data)  # a new one each time the benchmark runs
     seconds, out = snakemake(workdir, config, "-n", *targets)
-    rows.append({"what": "one image added: snakemake -n", "seconds": seconds, "jobs": scheduled(out)})
+    rows.append({"what": "one image added: snakemake -n", "seconds": seconds, "jobs": jobs_printed(out)})
     seconds, out = snakemake(workdir, config, *targets)
-    rows.append({"what": "one image added: the run", "seconds": seconds, "jobs": scheduled(out)})
+    rows.append({"what": "one image added: the run", "seconds": seconds, "jobs": jobs_printed(out)})
     report(
         "dag",
         rows,

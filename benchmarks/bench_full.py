@@ -20,7 +20,6 @@ added image never changes the reused sample.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from common import WORK, report, sample
+from common import WORK, jobs_printed, report, sample
 
 from pneumoflow.synth import CLASSES_CSV, LABELS_CSV, TEST_DIR, TRAIN_DIR, generate
 
@@ -89,16 +88,6 @@ def snakemake(
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     return seconds, result.stdout + result.stderr
-
-
-def jobs_run(output: str) -> dict[str, int]:
-    """{rule: jobs} from Snakemake's job stats tables (summed over checkpoint re-evaluations)."""
-    counts: dict[str, int] = {}
-    for table in re.findall(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal", output, re.S):
-        for line in table.splitlines():
-            rule, count = line.split()
-            counts[rule] = counts.get(rule, 0) + int(count)
-    return counts
 
 
 def stage_table(workdir: Path) -> list[dict]:
@@ -168,16 +157,17 @@ def main() -> None:
     noop_pre_s, noop_pre_out = snakemake(workdir, config, args.cores, preprocessing)
     dry_s, dry_out = snakemake(workdir, config, args.cores, [], "-n")
     rows = [
-        {"rerun": "nothing changed", "seconds": noop_s, "jobs": str(jobs_run(noop_out) or "none")},
+        {"rerun": "nothing changed", "seconds": noop_s, "jobs": str(jobs_printed(noop_out) or "none")},
         {"rerun": f"one image added ({pid}): preprocessing", "seconds": added_s,
-         "jobs": str(jobs_run(added_out))},
+         "jobs": str(jobs_printed(added_out))},
         {"rerun": "then nothing changed: preprocessing", "seconds": noop_pre_s,
-         "jobs": str(jobs_run(noop_pre_out) or "none")},
-        {"rerun": "then a dry run of everything", "seconds": dry_s, "jobs": f"would run {jobs_run(dry_out)}"},
+         "jobs": str(jobs_printed(noop_pre_out) or "none")},
+        {"rerun": "then a dry run of everything", "seconds": dry_s,
+         "jobs": f"would run {jobs_printed(dry_out)}"},
     ]  # fmt: skip
     if args.rerun_all:
         all_s, all_out = snakemake(workdir, config, args.cores)
-        rows.append({"rerun": "then everything", "seconds": all_s, "jobs": str(jobs_run(all_out))})
+        rows.append({"rerun": "then everything", "seconds": all_s, "jobs": str(jobs_printed(all_out))})
     report("full_reruns", rows)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,14 @@ def sample(n: int, size: int = 1024, seed: int = 11) -> Path:
         generate(folder, n=n, seed=seed, size=size, n_test=3, workers=os.cpu_count() or 1)
         (folder / "done").touch()
     return folder
+
+
+def jobs_printed(output: str) -> dict[str, int]:
+    """{rule: jobs} from the job blocks a Snakemake run printed: the jobs it ran (a dry run:
+    would run), a checkpoint's later jobs included. Not the "Job stats" table: that is the
+    plan made before a checkpoint ran, and lists jobs the re-evaluation then skips."""
+    rules = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", output, re.M)
+    return {rule: rules.count(rule) for rule in sorted(set(rules))}
 
 
 def timed(fn: Callable[[], object], repeat: int = 3) -> float:
