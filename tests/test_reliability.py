@@ -57,9 +57,10 @@ def _age_hits(path: Path, ages: tuple[int, ...], others: set[str]) -> list[str]:
     """Where any of `ages` stands in a file as a number of its own (not inside an id, a longer
     number, a decimal or a percentage), or in DICOM's form (091Y). Lines that name one of the `others`
     patientIds are rows about those patients (their boxes and sizes are numbers too) and are
-    passed over. An sqlite database (the MLflow store) is read through its SQL dump, every
-    other file as text where it decodes as UTF-8; binary files (images, weights, arrays) are
-    searched for the DICOM form only."""
+    passed over, and so are MLflow's system metrics (`system/...` rows: the machine's CPU and
+    memory readings, where 91.0 is an ordinary CPU percentage). An sqlite database (the MLflow
+    store) is read through its SQL dump, every other file as text where it decodes as UTF-8;
+    binary files (images, weights, arrays) are searched for the DICOM form only."""
     data = path.read_bytes()
     if data.startswith(b"SQLite format 3"):
         import sqlite3
@@ -73,7 +74,7 @@ def _age_hits(path: Path, ages: tuple[int, ...], others: set[str]) -> list[str]:
         return hits
     number = re.compile(r"(?<![\w.+-])(" + "|".join(map(str, ages)) + r")(?:\.0+)?(?![\w.%])")
     for line in text.splitlines():
-        if number.search(line) and not any(pid in line for pid in others):
+        if number.search(line) and "'system/" not in line and not any(pid in line for pid in others):
             hits.append(line[:200])
     return hits
 
