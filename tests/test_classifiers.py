@@ -151,6 +151,27 @@ def test_probe_learns_what_a_random_backbone_sees(tmp_path):
     np.testing.assert_allclose(classifier_probs(model, val[0]), val_probs, atol=1e-3)
 
 
+@pytest.mark.parametrize("name, head", [("vgg16", "probe"), ("resnet101", "seed")])
+def test_load_classifier_rebuilds_the_saved_model_exactly(tmp_path, name, head):
+    """load_classifier builds on the meta device and takes every tensor from the file: the same
+    probabilities as the model that was saved, the backbone still frozen; a file that lacks a
+    tensor is refused."""
+    from pneumoflow.train_classifier import save_model
+
+    torch.manual_seed(0)
+    model, kind = build_classifier(name, None, head=head)
+    save_model(tmp_path / "m.pt", model, ClassifierConfig(name, img_size=32), kind, 0.4)
+    loaded, info = load_classifier(name, tmp_path / "m.pt")
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32), dtype=np.uint8)
+    np.testing.assert_array_equal(classifier_probs(loaded, images), classifier_probs(model.eval(), images))
+    assert info["head"] == head and count_parameters(loaded) == count_parameters(model)
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    saved["state_dict"].popitem()
+    torch.save(saved, tmp_path / "cut.pt")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_classifier(name, tmp_path / "cut.pt")
+
+
 def test_load_classifier_refuses_another_arch_and_old_files(tmp_path):
     model, kind = build_classifier("vgg16", None)
     from pneumoflow.train_classifier import save_model

@@ -18,8 +18,11 @@ def load_classifier(name: str, path: str | Path) -> tuple[torch.nn.Module, dict]
         raise ValueError(f"{path} is not a pneumoflow classifier (model.pt of train_{name}); retrain it")
     if saved["arch"] != name:
         raise ValueError(f"{path} holds a {saved['arch']} classifier, not {name}")
-    model, _ = classifiers.build_classifier(name, None, head=saved["head"])
-    model.load_state_dict(saved["state_dict"])
+    # built on the meta device: no random init (2 s for VGG16), every tensor comes from the file;
+    # contiguous, as a copy into a built model would be (training saves channels-last weights)
+    with torch.device("meta"):
+        model, _ = classifiers.build_classifier(name, None, head=saved["head"])
+    model.load_state_dict({k: v.contiguous() for k, v in saved["state_dict"].items()}, assign=True)
     return model.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
 
 
