@@ -154,16 +154,21 @@ def test_probe_learns_what_a_random_backbone_sees(tmp_path):
 @pytest.mark.parametrize("name, head", [("vgg16", "probe"), ("resnet101", "seed")])
 def test_load_classifier_rebuilds_the_saved_model_exactly(tmp_path, name, head):
     """load_classifier builds on the meta device and takes every tensor from the file: the same
-    probabilities as the model that was saved, the backbone still frozen; a file that lacks a
-    tensor is refused."""
+    probabilities as the saved weights copied into a built model, contiguous tensors although
+    training saves them channels-last, the backbone still frozen; a file that lacks a tensor
+    is refused."""
     from pneumoflow.train_classifier import save_model
 
     torch.manual_seed(0)
     model, kind = build_classifier(name, None, head=head)
+    model = model.to(memory_format=torch.channels_last)  # as fit() trains and saves it
     save_model(tmp_path / "m.pt", model, ClassifierConfig(name, img_size=32), kind, 0.4)
+    copied, _ = build_classifier(name, None, head=head)
+    copied.load_state_dict(model.state_dict())
     loaded, info = load_classifier(name, tmp_path / "m.pt")
     images = np.random.default_rng(0).integers(0, 256, (6, 32, 32), dtype=np.uint8)
-    np.testing.assert_array_equal(classifier_probs(loaded, images), classifier_probs(model.eval(), images))
+    np.testing.assert_array_equal(classifier_probs(loaded, images), classifier_probs(copied.eval(), images))
+    assert all(t.is_contiguous() and not t.is_meta for t in loaded.state_dict().values())
     assert info["head"] == head and count_parameters(loaded) == count_parameters(model)
     saved = torch.load(tmp_path / "m.pt", weights_only=True)
     saved["state_dict"].popitem()
