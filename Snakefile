@@ -13,7 +13,7 @@ configfile: "config.yaml"
 
 # The package in src/ serves the Snakefile and every job, installed or not.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from pneumoflow.canonical import canonical_numbers, read_numbers
+from pneumoflow.core.canonical import canonical_numbers, read_numbers
 
 # One spelling per value: YAML reads 1e-3 as a string, and 1.0 is 1 (see README, Reruns).
 read_numbers(

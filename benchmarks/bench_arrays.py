@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from common import WORK, report, sample, timed
 
-from pneumoflow.arrays import decode_resized, resize_image
-from pneumoflow.convert import convert_shard
+from pneumoflow.formats.arrays import decode_resized, resize_image
+from pneumoflow.sources.rsna import convert_shard
 
 
 def full_decode(paths, size):

@@ -21,8 +21,8 @@ import torch
 import torchvision
 from common import report
 
-from pneumoflow import train_classifier
-from pneumoflow.train_classifier import ClassifierConfig, fit
+from pneumoflow.training import classifier as train_classifier
+from pneumoflow.training.classifier import ClassifierConfig, fit
 
 
 class NoTracking:

@@ -27,8 +27,8 @@ import pydicom
 import yaml
 from common import WORK, jobs_printed, report
 
-from pneumoflow.split import SPLITS
-from pneumoflow.synth import Case, generate, write_dicom
+from pneumoflow.core.split import SPLITS
+from pneumoflow.sources.synthetic import Case, generate, write_dicom
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"unet": 256, "vgg16": 224, "resnet101": 224}
@@ -132,14 +132,14 @@ LOADERS = {
     # the classifiers read their split's images from the shards as batches ask: one shuffled pass
     "classifier": (
         "from torch.utils.data import DataLoader\n"
-        "from pneumoflow.torchdata import ArrayDataset\n"
-        "from pneumoflow.train_classifier import load_split\n",
+        "from pneumoflow.models.torchdata import ArrayDataset\n"
+        "from pneumoflow.training.classifier import load_split\n",
         "images, labels = load_split(paths, 'train')\n"
         "n = sum(len(y) for _, y in DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True))\n",
     ),
     # the U-Net streams its shards through tf.data
     "unet": (
-        "from pneumoflow.train_unet import UnetConfig, make_dataset\n",
+        "from pneumoflow.training.unet import UnetConfig, make_dataset\n",
         "cfg = UnetConfig(img_size=SIZE)\n"
         "n = sum(len(x) for x, _ in make_dataset([str(p) for p in paths], cfg, training=True))\n",
     ),

@@ -24,8 +24,8 @@ import pandas as pd
 import pydicom
 from common import WORK, report, sample, timed
 
-from pneumoflow import convert
-from pneumoflow.convert import convert_shard
+from pneumoflow.formats import jpeg as convert
+from pneumoflow.sources.rsna import convert_shard
 
 REPO = Path(__file__).resolve().parents[1]
 

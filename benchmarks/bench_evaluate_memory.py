@@ -4,7 +4,7 @@
         [--repo /path/to/other/checkout ...]
 
 Writes `shards` test .npz files of `per-shard` random images each (the arrays stage's layout)
-and a pixel-baseline model, then runs pneumoflow.evaluate.run_stage("baseline", ...) once per
+and a pixel-baseline model, then runs pneumoflow.stages.evaluate.run(model="baseline", ...) once per
 checkout given (default: this one) in a fresh interpreter, and prints its peak RSS beside the
 size of the whole split and of one shard. The baseline stands for every model here: the stage
 reads the shards the same way for all of them, and it needs no framework import.
@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 RUN = """
 import resource, sys
-from pneumoflow.evaluate import run_stage
-run_stage("baseline", model_path=sys.argv[1], test_npz=sys.argv[5:], manifest=sys.argv[2], boxes=sys.argv[3],
-          run_id_file=sys.argv[4], out_dir=sys.argv[4] + ".out", mlflow_section={})
+from pneumoflow.stages.evaluate import run
+run(model="baseline", model_file=sys.argv[1], test=sys.argv[5:], manifest=sys.argv[2], boxes=sys.argv[3],
+    run_id=sys.argv[4], metrics=sys.argv[4] + ".out/metrics.json")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 

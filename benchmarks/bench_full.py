@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 from common import WORK, jobs_printed, report, sample
 
-from pneumoflow.synth import CLASSES_CSV, LABELS_CSV, TEST_DIR, TRAIN_DIR, generate
+from pneumoflow.sources.synthetic import CLASSES_CSV, LABELS_CSV, TEST_DIR, TRAIN_DIR, generate
 
 REPO = Path(__file__).resolve().parents[1]
 

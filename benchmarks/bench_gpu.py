@@ -33,8 +33,9 @@ from common import report
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pneumoflow import arrays, classifiers, torchdata
-from pneumoflow.train_classifier import (
+from pneumoflow.formats import arrays
+from pneumoflow.models import classifiers, torchdata
+from pneumoflow.training.classifier import (
     ClassifierConfig,
     compute_features,
     features_to_input,
@@ -133,7 +134,7 @@ def unet_rows(images, masks, mixed: bool, args) -> list[dict]:
     """One U-Net epoch after a short warm-up (graph tracing / kernel selection)."""
     import keras
 
-    from pneumoflow import unet
+    from pneumoflow.models import unet
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")

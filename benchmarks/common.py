@@ -16,7 +16,7 @@ WORK = Path(os.environ.get("PNEUMOFLOW_BENCH_DIR", "/tmp/pneumoflow-bench"))
 
 def sample(n: int, size: int = 1024, seed: int = 11) -> Path:
     """A generated RSNA-format sample of n images (made once, reused by later runs)."""
-    from pneumoflow.synth import generate  # pydicom: only where a sample is made
+    from pneumoflow.sources.synthetic import generate  # pydicom: only where a sample is made
 
     folder = WORK / f"sample-{n}-{size}-{seed}"
     if not (folder / "done").exists():

@@ -5,18 +5,17 @@ import time
 from functools import cache
 from pathlib import Path
 
-from pneumoflow import codeclosure, provenance
-from pneumoflow.canonical import canonical
-from pneumoflow.catalog import CLASSIFIERS, imagenet_name, weights_file
-from pneumoflow.ids import auto_shard_count, is_plain_id, shard_name, shard_of
-from pneumoflow.jobenv import export_src_path
-from pneumoflow.split import SPLITS
-from pneumoflow.tracking import (
-    TrackingSettings,
-    end_parent_run,
-    export_settings,
-    start_parent_run,
-)
+from pneumoflow.core import codeclosure
+from pneumoflow.core import provenance
+from pneumoflow.core.canonical import canonical
+from pneumoflow.models.catalog import CLASSIFIERS, imagenet_name, weights_file
+from pneumoflow.core.ids import auto_shard_count, is_plain_id, shard_name, shard_of
+from pneumoflow.core.jobenv import export_src_path
+from pneumoflow.core.split import SPLITS
+from pneumoflow.sources.readers import reader
+from pneumoflow.sources.rsna_layout import CLASSES_CSV, LABELS_CSV, TEST_DIR, TRAIN_DIR
+from pneumoflow.tracking.client import end_parent_run, start_parent_run
+from pneumoflow.tracking.settings import TrackingSettings, export_settings
 
 export_src_path()
 provenance.export(workflow.basedir, config)
@@ -58,11 +57,11 @@ if IMAGEFOLDER and not config["data"]["imagefolder_dir"]:
 
 
 def get_train_image_dir():
-    return f"{get_data_dir()}/stage_2_train_images"
+    return f"{get_data_dir()}/{TRAIN_DIR}"
 
 
 def get_test_image_dir():
-    return f"{get_data_dir()}/stage_2_test_images"
+    return f"{get_data_dir()}/{TEST_DIR}"
 
 
 def has_test_images():
@@ -81,24 +80,27 @@ def get_test_dicoms(wildcards):
 
 @cache
 def _list_inputs():
-    """(id, DirEntry) of every candidate input image of an RSNA download or an ImageFolder."""
-    if IMAGEFOLDER:
-        from pneumoflow import imagefolder  # OpenCV and pandas: only for this source
+    """(id, entry with .stat()) of every candidate input image of the data source."""
+    return reader(config["data"]["source"]).list_inputs(get_data_dir())
 
-        root = Path(get_data_dir())
-        return [
-            (imagefolder.image_id(p.relative_to(root)), p)
-            for p in imagefolder.list_files(root)
-        ]
-    folder = Path(get_train_image_dir())
-    if not folder.is_dir():
-        raise ValueError(
-            f"data.rsna_dir={config['data']['rsna_dir']!r} has no stage_2_train_images/ folder; "
-            "point it at the unpacked RSNA Pneumonia Detection Challenge download"
-        )
-    entries = (e for e in os.scandir(folder) if e.name.endswith(".dcm"))
-    ids = ((e.name.removesuffix(".dcm"), e) for e in entries)
-    return [(pid, entry) for pid, entry in ids if is_plain_id(pid)]
+
+def get_manifest_inputs(wildcards):
+    """The files the manifest reads beyond its images (watched through params.images): the
+    RSNA layout's two CSVs; for the generated sample, its image folder too."""
+    if IMAGEFOLDER:
+        return {}
+    inputs = {
+        "labels": f"{get_data_dir()}/{LABELS_CSV}",
+        "classes": f"{get_data_dir()}/{CLASSES_CSV}",
+    }
+    if config["data"]["source"] == "synthetic":
+        inputs["dicoms"] = get_train_image_dir()
+    return inputs
+
+
+def get_source_settings():
+    """The config values the source's manifest reads, as canonical JSON."""
+    return canonical(reader(config["data"]["source"]).source_settings(config))
 
 
 def count_images():
@@ -257,7 +259,7 @@ def get_weights(model):
     if path is None or not config["models"][model]["enabled"]:
         return []
     if not path.is_file() and imagenet_name(model, weights) is not None:
-        from pneumoflow.classifiers import (
+        from pneumoflow.models.classifiers import (
             ensure_weights,
         )  # torch: only when a download is due
 
@@ -305,7 +307,7 @@ def get_submission_gate(wildcards):
 def get_evaluation_inputs(wildcards):
     model = wildcards.model
     inputs = {
-        "model": model_file(model),
+        "model_file": model_file(model),
         "run_id": f"{RESULTS}/models/{model}/mlflow_run_id.txt",
         "test": get_arrays(model, "test"),
         "manifest": rules.manifest.output.manifest,
@@ -326,21 +328,24 @@ def get_evaluation_env(wildcards):
 
 
 def get_report_inputs(wildcards):
-    inputs = {
-        "manifest": rules.manifest.output.manifest,
-        "rejected": f"{RESULTS}/qc/rejected.tsv",
-    }
-    for model in enabled_models():
-        inputs[f"{model}_metrics"] = f"{RESULTS}/eval/{model}/metrics.json"
-        inputs[f"{model}_roc"] = f"{RESULTS}/eval/{model}/roc.csv"
-        inputs[f"{model}_run_id"] = f"{RESULTS}/models/{model}/mlflow_run_id.txt"
+    """Per enabled model (in params.models' order): its test metrics, ROC points, MLflow run
+    id, and figures (results/.../<model>/*.png, which the report groups by folder)."""
+    models = enabled_models()
+    figures = []
+    for model in models:
         curves = {"unet": ["loss.png", "dice.png"], "baseline": []}.get(
             model, ["curves.png"]
         )
-        inputs[f"{model}_figures"] = [
-            f"{RESULTS}/models/{model}/{c}" for c in curves
-        ] + [f"{RESULTS}/eval/{model}/samples.png"]
-    return inputs
+        figures += [f"{RESULTS}/models/{model}/{c}" for c in curves]
+        figures.append(f"{RESULTS}/eval/{model}/samples.png")
+    return {
+        "manifest": rules.manifest.output.manifest,
+        "rejected": f"{RESULTS}/qc/rejected.tsv",
+        "metrics": [f"{RESULTS}/eval/{m}/metrics.json" for m in models],
+        "roc": [f"{RESULTS}/eval/{m}/roc.csv" for m in models],
+        "run_ids": [f"{RESULTS}/models/{m}/mlflow_run_id.txt" for m in models],
+        "figures": figures,
+    }
 
 
 def get_final_outputs():

@@ -28,80 +28,41 @@ rule synthetic_sample:
 # reruns its shard only (README, Reruns).
 
 
-# The manifest of an ImageFolder tree: split and label from the folders, no boxes.
-if IMAGEFOLDER:
-
-    checkpoint manifest:
-        input:
-            images=get_generated_images,
-        output:
-            manifest=f"{RESULTS}/manifest.tsv",
-            boxes=f"{RESULTS}/boxes.tsv",
-            rejected=f"{RESULTS}/qc/manifest_rejected.tsv",
-            # each shard's rows (and each shard x split's): what the shard jobs read
-            shards=expand(f"{RESULTS}/manifest/{{shard}}.tsv", shard=SHARDS),
-            shard_boxes=expand(f"{RESULTS}/boxes/{{shard}}.tsv", shard=SHARDS),
-            splits=expand(
-                f"{RESULTS}/manifest/{{shard}}.{{split}}.tsv",
-                shard=SHARDS,
-                split=SPLITS,
-            ),
-        log:
-            main="logs/manifest/manifest.log",
-            rejected="logs/manifest/rejected.tsv",
-        benchmark:
-            "logs/benchmarks/manifest.tsv"
-        conda:
-            "../envs/preprocess.yaml"
-        params:
-            code=get_code("imagefolder_manifest.py", "preprocess"),
-            images=get_image_listing,
-            root=get_data_dir(),
-            classes=canonical(config["data"]["imagefolder_classes"]),
-            shards=N_SHARDS,
-            max_rejected_fraction=config["qc"]["max_rejected_fraction"],
-        script:
-            "../scripts/imagefolder_manifest.py"
-
-else:
-
-    checkpoint manifest:
-        input:
-            labels=f"{get_data_dir()}/stage_2_train_labels.csv",
-            classes=f"{get_data_dir()}/stage_2_detailed_class_info.csv",
-            dicoms=get_generated_images,
-        output:
-            manifest=f"{RESULTS}/manifest.tsv",
-            boxes=f"{RESULTS}/boxes.tsv",
-            rejected=f"{RESULTS}/qc/manifest_rejected.tsv",
-            # each shard's rows (and each shard x split's): what the shard jobs read
-            shards=expand(f"{RESULTS}/manifest/{{shard}}.tsv", shard=SHARDS),
-            shard_boxes=expand(f"{RESULTS}/boxes/{{shard}}.tsv", shard=SHARDS),
-            splits=expand(
-                f"{RESULTS}/manifest/{{shard}}.{{split}}.tsv",
-                shard=SHARDS,
-                split=SPLITS,
-            ),
-        log:
-            main="logs/manifest/manifest.log",
-            # kept when the rule fails on too many refusals (outputs are removed then)
-            rejected="logs/manifest/rejected.tsv",
-        benchmark:
-            "logs/benchmarks/manifest.tsv"
-        conda:
-            "../envs/preprocess.yaml"
-        params:
-            code=get_code("manifest.py", "preprocess"),
-            images=get_image_listing,
-            dicom_dir=get_train_image_dir(),
-            shards=N_SHARDS,
-            val_fraction=config["split"]["val_fraction"],
-            test_fraction=config["split"]["test_fraction"],
-            split_seed=config["split"]["seed"],
-            max_images=config["data"]["max_images"],
-            max_rejected_fraction=config["qc"]["max_rejected_fraction"],
-        script:
-            "../scripts/manifest.py"
+# One rule for every data source: its reader (pneumoflow.sources.readers) is picked by the
+# `source` param; get_manifest_inputs gives the files that source reads.
+checkpoint manifest:
+    input:
+        unpack(get_manifest_inputs),
+    output:
+        manifest=f"{RESULTS}/manifest.tsv",
+        boxes=f"{RESULTS}/boxes.tsv",
+        rejected=f"{RESULTS}/qc/manifest_rejected.tsv",
+        # each shard's rows (and each shard x split's): what the shard jobs read
+        shards=expand(f"{RESULTS}/manifest/{{shard}}.tsv", shard=SHARDS),
+        shard_boxes=expand(f"{RESULTS}/boxes/{{shard}}.tsv", shard=SHARDS),
+        splits=expand(
+            f"{RESULTS}/manifest/{{shard}}.{{split}}.tsv",
+            shard=SHARDS,
+            split=SPLITS,
+        ),
+    log:
+        "logs/manifest/manifest.log",
+        # kept when the rule fails on too many refusals (outputs are removed then)
+        rejected_log="logs/manifest/rejected.tsv",
+    benchmark:
+        "logs/benchmarks/manifest.tsv"
+    conda:
+        "../envs/preprocess.yaml"
+    params:
+        code=get_code("manifest.py", "preprocess"),
+        images=get_image_listing,
+        source=config["data"]["source"],
+        data_dir=get_data_dir(),
+        source_settings=get_source_settings(),
+        n_shards=N_SHARDS,
+        max_rejected_fraction=config["qc"]["max_rejected_fraction"],
+    script:
+        "../scripts/manifest.py"
 
 
 checkpoint dicom_to_jpg:
@@ -122,9 +83,8 @@ checkpoint dicom_to_jpg:
     params:
         code=get_code("dicom_to_jpg.py", "preprocess"),
         images=get_image_listing,
-        dicom_dir=get_train_image_dir(),
         source=config["data"]["source"],
-        root=get_data_dir(),
+        data_dir=get_data_dir(),
     script:
         "../scripts/dicom_to_jpg.py"
 
@@ -176,7 +136,7 @@ rule qc_rejected:
         manifest=rules.manifest.output.rejected,
         shards=expand(f"{RESULTS}/qc/dicom_to_jpg/{{shard}}.tsv", shard=SHARDS),
     output:
-        f"{RESULTS}/qc/rejected.tsv",
+        rejected=f"{RESULTS}/qc/rejected.tsv",
     log:
         "logs/qc_rejected.log",
     benchmark:

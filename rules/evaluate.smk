@@ -90,7 +90,7 @@ rule submission:
         postprocess=f"{RESULTS}/models/unet/postprocess.json",
         images=get_test_dicoms,
     output:
-        f"{RESULTS}/submission.csv",
+        submission=f"{RESULTS}/submission.csv",
     log:
         "logs/submission.log",
     benchmark:

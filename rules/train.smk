@@ -34,7 +34,7 @@ for model in CLASSIFIERS:
             mem_mb=8000,
         params:
             code=get_code("train_classifier.py", "torch"),
-            model=model,
+            arch=model,
             settings=get_training_settings(model),
             split_seed=config["split"]["seed"],
             data_source=config["data"]["source"],

@@ -1,16 +1,8 @@
-from pneumoflow.logs import to_file
+# Rule arrays: pneumoflow.stages.arrays.run (core.job passes it the rule's keywords by name).
+from pneumoflow.core.job import arguments, start
 
-to_file(snakemake.log[0])
+start(snakemake)
 
-from pneumoflow.arrays import build_arrays
+from pneumoflow.stages.arrays import run
 
-build_arrays(
-    snakemake.input.manifest,
-    snakemake.wildcards.split,
-    int(snakemake.wildcards.shard),
-    int(snakemake.wildcards.size),
-    snakemake.input.jpg,
-    snakemake.input.masks,
-    snakemake.input.refused,
-    snakemake.output.npz,
-)
+run(**arguments(snakemake, run))

@@ -1,24 +1,8 @@
-from pneumoflow.logs import to_file
+# Rule dicom_to_jpg: pneumoflow.stages.dicom_to_jpg.run (core.job passes it the rule's keywords by name).
+from pneumoflow.core.job import arguments, start
 
-to_file(snakemake.log[0])
+start(snakemake)
 
-from pneumoflow.shardtables import write_index
+from pneumoflow.stages.dicom_to_jpg import run
 
-if snakemake.params.source == "imagefolder":
-    from pneumoflow.imagefolder import convert_shard
-
-    source_dir = snakemake.params.root
-else:
-    from pneumoflow.convert import convert_shard
-
-    source_dir = snakemake.params.dicom_dir
-convert_shard(
-    snakemake.input.manifest,
-    int(snakemake.wildcards.shard),
-    source_dir,
-    snakemake.output.jpg,
-    snakemake.output.rejected,
-)
-write_index(
-    snakemake.input.manifest, snakemake.output.jpg, ".jpg", snakemake.output.index, snakemake.output.rejected
-)
+run(**arguments(snakemake, run))

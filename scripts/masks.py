@@ -1,14 +1,8 @@
-from pneumoflow.logs import to_file
+# Rule masks: pneumoflow.stages.masks.run (core.job passes it the rule's keywords by name).
+from pneumoflow.core.job import arguments, start
 
-to_file(snakemake.log[0])
+start(snakemake)
 
-from pneumoflow.masks import masks_shard
-from pneumoflow.shardtables import write_index
+from pneumoflow.stages.masks import run
 
-masks_shard(
-    snakemake.input.manifest,
-    snakemake.input.boxes,
-    int(snakemake.wildcards.shard),
-    snakemake.output.masks,
-)
-write_index(snakemake.input.manifest, snakemake.output.masks, ".png", snakemake.output.index)
+run(**arguments(snakemake, run))

@@ -1,24 +1,8 @@
-from pneumoflow.logs import to_file
+# Rule postprocess: pneumoflow.stages.postprocess.run (core.job passes it the rule's keywords by name).
+from pneumoflow.core.job import arguments, start
 
-to_file(snakemake.log[0])
+start(snakemake, gpus=0)  # inference on the CPU: the GPUs stay with the training jobs
 
-from pneumoflow.jobenv import claim_gpus
+from pneumoflow.stages.postprocess import run
 
-claim_gpus(0)  # inference on the CPU: leave the GPUs to the training jobs that claimed them
-
-
-from pneumoflow.postprocess import run_stage
-from pneumoflow.tracking import exported_section
-
-run_stage(
-    model=snakemake.input.model,
-    val_npz=list(snakemake.input.val),
-    manifest=snakemake.input.manifest,
-    boxes_tsv=snakemake.input.boxes,
-    gate_predictions=snakemake.input.get("gate"),
-    gate_with=snakemake.params.gate_with,
-    run_id_file=snakemake.input.run_id,
-    out_json=snakemake.output.settings,
-    sweep_csv=snakemake.output.sweep,
-    mlflow_section=exported_section(),
-)
+run(**arguments(snakemake, run))

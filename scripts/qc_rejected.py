@@ -1,7 +1,8 @@
-from pneumoflow.logs import to_file
+# Rule qc_rejected: pneumoflow.stages.qc_rejected.run (core.job passes it the rule's keywords by name).
+from pneumoflow.core.job import arguments, start
 
-to_file(snakemake.log[0])
+start(snakemake)
 
-from pneumoflow.qc import combine
+from pneumoflow.stages.qc_rejected import run
 
-combine([snakemake.input.manifest, *snakemake.input.shards], snakemake.output[0])
+run(**arguments(snakemake, run))

@@ -1,31 +1,8 @@
-from pneumoflow.logs import to_file
+# Rule report: pneumoflow.stages.report.run (core.job passes it the rule's keywords by name).
+from pneumoflow.core.job import arguments, start
 
-to_file(snakemake.log[0])
+start(snakemake)
 
-import json
-import os
+from pneumoflow.stages.report import run
 
-from pneumoflow.provenance import COMMIT_ENV
-from pneumoflow.report import build_report
-from pneumoflow.tracking_settings import TrackingSettings
-
-inputs = snakemake.input
-models = {
-    model: {
-        "metrics": inputs[f"{model}_metrics"],
-        "roc": inputs[f"{model}_roc"],
-        "run_id": inputs[f"{model}_run_id"],
-        "figures": list(inputs[f"{model}_figures"]),
-    }
-    for model in snakemake.params.models
-}
-build_report(
-    models,
-    manifest=inputs.manifest,
-    rejected=inputs.rejected,
-    config=json.loads(snakemake.params.config),
-    commit=os.environ.get(COMMIT_ENV, "unknown"),
-    out_html=snakemake.output.html,
-    skipped=snakemake.params.skipped,
-    mlflow_url=TrackingSettings.exported().server_url,
-)
+run(**arguments(snakemake, run))

@@ -1,18 +1,8 @@
-from pneumoflow.logs import to_file
+# Rule submission: pneumoflow.stages.submission.run (core.job passes it the rule's keywords by name).
+from pneumoflow.core.job import arguments, start
 
-to_file(snakemake.log[0])
+start(snakemake, gpus=0)  # inference on the CPU: the GPUs stay with the training jobs
 
-from pneumoflow.jobenv import claim_gpus
+from pneumoflow.stages.submission import run
 
-claim_gpus(0)  # inference on the CPU: leave the GPUs to the training jobs that claimed them
-
-from pneumoflow.submission import write_submission
-
-write_submission(
-    snakemake.params.image_dir,
-    snakemake.input.model,
-    snakemake.output[0],
-    postprocess_json=snakemake.input.postprocess,
-    gate_with=snakemake.params.gate_with,
-    gate_model=snakemake.input.get("gate_model"),
-)
+run(**arguments(snakemake, run))

@@ -1,14 +1,8 @@
-from pneumoflow.logs import to_file
+# Rule synthetic_sample: pneumoflow.stages.synthetic_sample.run (core.job passes it the rule's keywords).
+from pneumoflow.core.job import arguments, start
 
-to_file(snakemake.log[0])
+start(snakemake)
 
-from pathlib import Path
+from pneumoflow.stages.synthetic_sample import run
 
-from pneumoflow.synth import generate
-
-generate(
-    Path(snakemake.output.labels).parent,
-    n=snakemake.params.n,
-    seed=snakemake.params.seed,
-    size=snakemake.params.size,
-)
+run(**arguments(snakemake, run))

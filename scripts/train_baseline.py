@@ -1,23 +1,8 @@
-from pneumoflow.logs import to_file
+# Rule train_baseline: pneumoflow.stages.train_baseline.run (core.job passes it the rule's keywords by name).
+from pneumoflow.core.job import arguments, start
 
-to_file(snakemake.log[0])
+start(snakemake)
 
-import json
+from pneumoflow.stages.train_baseline import run
 
-from pneumoflow.baseline import run_stage
-from pneumoflow.provenance import run_tags
-from pneumoflow.tracking import exported_section
-
-run_stage(
-    json.loads(snakemake.params.settings),
-    train_npz=list(snakemake.input.train),
-    val_npz=list(snakemake.input.val),
-    manifest=snakemake.input.manifest,
-    model_out=snakemake.output.model,
-    val_predictions_out=snakemake.output.val_predictions,
-    run_id_out=snakemake.output.run_id,
-    mlflow_section=exported_section(),
-    tags=run_tags(snakemake.rule, snakemake.params.data_source),
-    split_seed=snakemake.params.split_seed,
-    code=snakemake.params.code,
-)
+run(**arguments(snakemake, run))

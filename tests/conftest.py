@@ -18,7 +18,7 @@ import pytest
 # under CI=true a skipped @pytest.mark.needs(kind) test fails the run (tests/skipguard.py)
 from skipguard import pytest_configure, pytest_runtest_makereport  # noqa: F401
 
-from pneumoflow.synth import Case, generate, write_dicom
+from pneumoflow.sources.synthetic import Case, generate, write_dicom
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"

@@ -10,8 +10,10 @@ import pytest
 from conftest import RecordingRun
 from sklearn.linear_model import LogisticRegression
 
-from pneumoflow import baseline, metrics, thresholds, tracking
-from pneumoflow.baseline import BaselineConfig
+from pneumoflow.models import baseline, metrics, thresholds
+from pneumoflow.models.baseline import BaselineConfig
+from pneumoflow.stages import train_baseline
+from pneumoflow.tracking import run_cache
 
 CFG = BaselineConfig(img_size=32, pixels=8, C=0.1)
 
@@ -96,21 +98,21 @@ def test_stage_writes_model_threshold_and_val_predictions(tmp_path, monkeypatch)
         work(runs[-1])
         return None
 
-    monkeypatch.setattr(tracking, "run_tracked", run_tracked)
+    monkeypatch.setattr(run_cache, "run_tracked", run_tracked)
     (tmp_path / "manifest.tsv").write_text("patientId\n")
     val_images, val_labels = _toy(20, 2)
     out = {k: str(tmp_path / k) for k in ("model.json", "val.csv", "run_id.txt")}
-    baseline.run_stage(
-        {"enabled": True, "img_size": 32, "pixels": 8, "C": 0.1},
-        train_npz=[_npz(tmp_path / "train.npz", *_toy(40, 1))],
-        val_npz=[_npz(tmp_path / "val.npz", val_images, val_labels)],
+    train_baseline.run(
+        settings=json.dumps({"enabled": True, "img_size": 32, "pixels": 8, "C": 0.1}),
+        train=[_npz(tmp_path / "train.npz", *_toy(40, 1))],
+        val=[_npz(tmp_path / "val.npz", val_images, val_labels)],
         manifest=str(tmp_path / "manifest.tsv"),
-        model_out=out["model.json"],
-        val_predictions_out=out["val.csv"],
-        run_id_out=out["run_id.txt"],
-        mlflow_section={},
-        tags={},
+        model=out["model.json"],
+        val_predictions=out["val.csv"],
+        run_id=out["run_id.txt"],
         split_seed=0,
+        data_source="synthetic",
+        rule="train_baseline",
         code="test",
     )
     model = json.loads((tmp_path / "model.json").read_text())
@@ -126,9 +128,9 @@ def test_stage_writes_model_threshold_and_val_predictions(tmp_path, monkeypatch)
 def test_one_class_train_split_is_refused(tmp_path):
     images, _ = _toy(10, 1)
     with pytest.raises(ValueError, match="one class only"):
-        baseline.run_stage(
-            {}, train_npz=[_npz(tmp_path / "t.npz", images, np.zeros(10, np.uint8))],
-            val_npz=[_npz(tmp_path / "v.npz", images, np.zeros(10, np.uint8))], manifest="m.tsv",
-            model_out="m.json", val_predictions_out="v.csv", run_id_out="r.txt", mlflow_section={},
-            tags={}, split_seed=0,
+        train_baseline.run(
+            settings="{}", train=[_npz(tmp_path / "t.npz", images, np.zeros(10, np.uint8))],
+            val=[_npz(tmp_path / "v.npz", images, np.zeros(10, np.uint8))], manifest="m.tsv",
+            model="m.json", val_predictions="v.csv", run_id="r.txt", split_seed=0,
+            data_source="synthetic", rule="train_baseline",
         )  # fmt: skip

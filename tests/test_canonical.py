@@ -1,11 +1,11 @@
-"""pneumoflow.canonical: settings compared by value, not by spelling."""
+"""pneumoflow.core.canonical: settings compared by value, not by spelling."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from pneumoflow.canonical import canonical, read_numbers
+from pneumoflow.core.canonical import canonical, read_numbers
 
 SCHEMA = {
     "type": "object",

@@ -13,10 +13,11 @@ import torch
 import torchvision
 from conftest import RecordingRun
 
-from pneumoflow import thresholds, train_classifier
-from pneumoflow.classifier_inference import classifier_probs, load_classifier
-from pneumoflow.classifiers import WeightsError, build_classifier, count_parameters
-from pneumoflow.train_classifier import ClassifierConfig, fit, load_split
+from pneumoflow.models import thresholds
+from pneumoflow.models.classifier_inference import classifier_probs, load_classifier
+from pneumoflow.models.classifiers import WeightsError, build_classifier, count_parameters
+from pneumoflow.training import classifier as train_classifier
+from pneumoflow.training.classifier import ClassifierConfig, fit, load_split
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,7 @@ def test_load_classifier_rebuilds_the_saved_model_exactly(tmp_path, name, head):
     probabilities as the saved weights copied into a built model, contiguous tensors although
     training saves them channels-last, the backbone still frozen; a file that lacks a tensor
     is refused."""
-    from pneumoflow.train_classifier import save_model
+    from pneumoflow.training.classifier import save_model
 
     torch.manual_seed(0)
     model, kind = build_classifier(name, None, head=head)
@@ -179,7 +180,7 @@ def test_load_classifier_rebuilds_the_saved_model_exactly(tmp_path, name, head):
 
 def test_load_classifier_refuses_another_arch_and_old_files(tmp_path):
     model, kind = build_classifier("vgg16", None)
-    from pneumoflow.train_classifier import save_model
+    from pneumoflow.training.classifier import save_model
 
     save_model(tmp_path / "m.pt", model, ClassifierConfig("vgg16", img_size=32), kind, 0.4)
     with pytest.raises(ValueError, match="holds a vgg16 classifier, not resnet101"):
@@ -394,7 +395,7 @@ def test_amp_is_a_no_op_on_the_cpu():
     is made of are those of amp: false."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from pneumoflow.train_classifier import train_one_epoch
+    from pneumoflow.training.classifier import train_one_epoch
 
     model = _AutocastProbe()
     loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.arange(8) % 2), batch_size=4)

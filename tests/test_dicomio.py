@@ -6,7 +6,14 @@ import pytest
 from conftest import gradient
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from pneumoflow.dicomio import DicomError, check_dataset, copyable_jpeg, parse_age, read_dataset, to_uint8
+from pneumoflow.formats.dicomio import (
+    DicomError,
+    check_dataset,
+    copyable_jpeg,
+    parse_age,
+    read_dataset,
+    to_uint8,
+)
 
 
 def test_jpeg_baseline_frame_is_copied_byte_for_byte(make_dicom):

@@ -5,10 +5,10 @@ import pydicom
 import pytest
 from conftest import gradient
 
-from pneumoflow import dicomscan
-from pneumoflow.convert import dicom_to_jpg_bytes
-from pneumoflow.dicomio import DicomError, check_dataset, copyable_jpeg, read_dataset
-from pneumoflow.dicomscan import copyable_frame, header_info
+from pneumoflow.formats import dicomscan
+from pneumoflow.formats.dicomio import DicomError, check_dataset, copyable_jpeg, read_dataset
+from pneumoflow.formats.dicomscan import copyable_frame, header_info
+from pneumoflow.formats.jpeg import dicom_to_jpg_bytes
 
 
 def _pydicom_info(path):

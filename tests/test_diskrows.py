@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pneumoflow.diskrows import DiskRows, save_rows
-from pneumoflow.torchdata import ArrayDataset
-from pneumoflow.train_classifier import load_split
+from pneumoflow.core.diskrows import DiskRows, save_rows
+from pneumoflow.models.torchdata import ArrayDataset
+from pneumoflow.training.classifier import load_split
 
 
 def _shards(tmp_path, sizes=(5, 3, 4), side=8):
@@ -86,8 +86,8 @@ def test_reading_a_split_holds_a_batch_not_the_split(tmp_path):
     code = f"""
 import re
 from torch.utils.data import DataLoader
-from pneumoflow.torchdata import ArrayDataset
-from pneumoflow.train_classifier import load_split
+from pneumoflow.models.torchdata import ArrayDataset
+from pneumoflow.training.classifier import load_split
 def peak():
     return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
 before = peak()

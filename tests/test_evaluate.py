@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pneumoflow.evaluate import Samples
+from pneumoflow.stages.evaluate import Samples
 
 
 def test_samples_offered_shard_by_shard_match_the_whole_split_order():

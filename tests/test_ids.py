@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from pneumoflow.ids import auto_shard_count, is_plain_id, shard_name, shard_of
+from pneumoflow.core.ids import auto_shard_count, is_plain_id, shard_name, shard_of
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import TINY, snakemake
 
-from pneumoflow.imagefolder import build_manifest, image_id, list_files
+from pneumoflow.sources.imagefolder import build_manifest, image_id, list_files
 
 CLASSES = {"NORMAL": 0, "PNEUMONIA": 1}
 
@@ -114,9 +114,9 @@ def test_imagefolder_trains_both_classifiers_end_to_end(tmp_path):
 def test_predict_sees_the_pixels_training_sees_for_a_png(tmp_path):
     """An ImageFolder PNG trains from the JPG dicom_to_jpg writes; predict on the same PNG must
     decode that JPG too, not the PNG's own (lossless) pixels."""
-    from pneumoflow.arrays import decode_resized
-    from pneumoflow.imagefolder import convert_shard
-    from pneumoflow.images import read_source
+    from pneumoflow.formats.arrays import decode_resized
+    from pneumoflow.formats.images import read_source
+    from pneumoflow.sources.imagefolder import convert_shard
 
     root = tmp_path / "folder"
     (root / "test" / "NORMAL").mkdir(parents=True)

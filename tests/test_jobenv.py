@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pneumoflow import jobenv
+from pneumoflow.core import jobenv
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD_GPUS = """
 import sys, time
 from pathlib import Path
-from pneumoflow.jobenv import claim_gpus
+from pneumoflow.core.jobenv import claim_gpus
 count, gpus = int(sys.argv[2]), sys.argv[3].split(",")
 print(claim_gpus(count, lock_dir=Path(sys.argv[1]), gpus=gpus, poll_s=0.1), flush=True)
 time.sleep(600)
@@ -137,15 +137,13 @@ def test_scripts_claim_gpus_before_torch_or_tensorflow_starts(script, claim):
     """CUDA_VISIBLE_DEVICES is read once, when CUDA starts: the claim must come before any
     pneumoflow stage module (which imports torch / TensorFlow) is imported."""
     body = ast.parse((REPO / "scripts" / script).read_text()).body
-    calls = [
-        i for i, node in enumerate(body) if "claim_gpus(" in ast.unparse(node) and isinstance(node, ast.Expr)
-    ]
-    assert len(calls) == 1 and ast.unparse(body[calls[0]]) == f"claim_gpus({claim})"
+    calls = [i for i, node in enumerate(body) if "start(" in ast.unparse(node) and isinstance(node, ast.Expr)]
+    assert len(calls) == 1 and ast.unparse(body[calls[0]]) == f"start(snakemake, gpus={claim})"
     stage_imports = [
         i
         for i, node in enumerate(body)
         if isinstance(node, ast.ImportFrom)
         and node.module.startswith("pneumoflow")
-        and node.module not in ("pneumoflow.logs", "pneumoflow.jobenv")
+        and node.module != "pneumoflow.core.job"
     ]
     assert stage_imports and calls[0] < min(stage_imports)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pneumoflow.labels import CsvFormatError, read_labels
+from pneumoflow.formats.labels import CsvFormatError, read_labels
 
 HEADER = "patientId,x,y,width,height,Target\n"
 

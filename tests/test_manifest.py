@@ -6,7 +6,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from pneumoflow.manifest import MANIFEST_COLUMNS, QCError, build_manifest, run_manifest
+from pneumoflow.sources.rsna import MANIFEST_COLUMNS, QCError, build_manifest, run_manifest
 
 OPTIONS = dict(n_shards=4, val_fraction=0.25, test_fraction=0.25, seed=42)
 

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pneumoflow.masks import box_mask, write_png
+from pneumoflow.formats.masks import box_mask, write_png
 
 
 def test_box_mask_union():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumoflow.metrics import (
+from pneumoflow.models.metrics import (
     box_iou,
     boxes_from_mask,
     classification,

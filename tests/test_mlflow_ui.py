@@ -23,9 +23,9 @@ import pytest
 import requests
 from conftest import free_port
 
-from pneumoflow import mlflow_ui
-from pneumoflow.registry import ALIAS
-from pneumoflow.tracking import hash_files
+from pneumoflow.tracking import ui as mlflow_ui
+from pneumoflow.tracking.registry import ALIAS
+from pneumoflow.tracking.run_cache import hash_files
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,8 @@ import torch
 import yaml
 from conftest import TINY, score_cli, snakemake
 
-from pneumoflow import thresholds
-from pneumoflow.synth import generate
+from pneumoflow.models import thresholds
+from pneumoflow.sources.synthetic import generate
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pneumoflow import metrics
-from pneumoflow.postprocess import DEFAULT_GRID, PostProcess, boxes, tune
+from pneumoflow.models import metrics
+from pneumoflow.models.postprocessing import DEFAULT_GRID, PostProcess, boxes, tune
 
 
 def _map(size: int, *blobs: tuple[int, int, int, int, float]) -> np.ndarray:

@@ -18,10 +18,10 @@ from conftest import TINY, SquareUNet, score_cli
 
 # PyTorch (and torchvision) before TensorFlow: with these wheels the other order crashes the
 # process (a later torchvision import segfaults once Keras is loaded)
-import pneumoflow.classifier_inference  # noqa: F401
-from pneumoflow import metrics
-from pneumoflow.images import read_grayscale
-from pneumoflow.postprocess import PostProcess
+import pneumoflow.models.classifier_inference  # noqa: F401
+from pneumoflow.formats.images import read_grayscale
+from pneumoflow.models import metrics
+from pneumoflow.models.postprocessing import PostProcess
 from pneumoflow.predict import Models, predict_images
 
 BOX = re.compile(r"^(\S+ \S+ \S+ \S+ \S+)( \S+ \S+ \S+ \S+ \S+)*$")
@@ -78,8 +78,8 @@ def test_boxes_are_gated_on_the_tuned_classifier(make_dicom):
 
 
 def test_saved_models_bring_their_size_and_threshold(tmp_path):
-    from pneumoflow.classifiers import build_classifier
-    from pneumoflow.train_classifier import ClassifierConfig, save_model
+    from pneumoflow.models.classifiers import build_classifier
+    from pneumoflow.training.classifier import ClassifierConfig, save_model
 
     model, kind = build_classifier("vgg16", None)
     (tmp_path / "vgg16").mkdir()
@@ -95,7 +95,7 @@ def test_same_stem_in_two_folders_or_two_formats_keeps_each_images_own_outputs(t
     """a/scan.dcm + b/scan.dcm and x.dcm + x.png: four rows, four maps and four overlays, each
     of its own image's size (keyed by file stem, they overwrote each other)."""
     from pneumoflow import predict
-    from pneumoflow.synth import Case, write_dicom
+    from pneumoflow.sources.synthetic import Case, write_dicom
 
     shapes = {"a/scan.dcm": (64, 64), "b/scan.dcm": (96, 48), "x.dcm": (40, 80), "x.png": (72, 56)}
     for name, shape in shapes.items():
@@ -161,8 +161,8 @@ def _models_with_boxes(models: Path, out: Path, images: list[Path], gate: bool) 
     and, when `gate`, VGG16 as the gate classifier (gate 0: its probability scales the
     confidences). The tiny U-Net's own tuned threshold leaves its images without boxes, and two
     empty prediction strings agree whatever the paths do."""
-    from pneumoflow.images import read_source
-    from pneumoflow.unet_inference import input_size, load_unet, unet_probs
+    from pneumoflow.formats.images import read_source
+    from pneumoflow.models.unet_inference import input_size, load_unet, unet_probs
 
     unet = load_unet(models / "unet/model.keras")
     size = input_size(unet)
@@ -236,8 +236,8 @@ def test_submission_for_the_test_split_scores_as_evaluate(tiny_run, tmp_path):
     """The submission path (DICOM -> boxes, gate classifier on the DICOM) equals the evaluate
     rule's (arrays -> boxes, gate from the classifier's test predictions), on a setting that
     gives every test image boxes."""
-    from pneumoflow import evaluate
-    from pneumoflow.submission import write_submission
+    from pneumoflow.stages import evaluate
+    from pneumoflow.stages.submission import write_submission
 
     manifest = pd.read_csv(tiny_run / "results/manifest.tsv", sep="\t", dtype={"patientId": str})
     folder = tmp_path / "test_split"
@@ -258,13 +258,13 @@ def test_submission_for_the_test_split_scores_as_evaluate(tiny_run, tmp_path):
     results = tiny_run / "results"
     (tmp_path / "no_run_id.txt").write_text("")  # evaluated again here: nothing goes to MLflow
     size = yaml.safe_load(TINY.read_text())["models"]["unet"]["img_size"]
-    expected = evaluate.run_stage(
-        "unet", model_path=str(models / "unet/model.keras"),
-        test_npz=sorted(str(p) for p in (results / f"arrays/{size}px/test").glob("*.npz")),
+    expected = evaluate.run(
+        model="unet", model_file=str(models / "unet/model.keras"),
+        test=sorted(str(p) for p in (results / f"arrays/{size}px/test").glob("*.npz")),
         manifest=str(results / "manifest.tsv"), boxes=str(results / "boxes.tsv"),
-        run_id_file=str(tmp_path / "no_run_id.txt"), out_dir=str(tmp_path / "eval"), mlflow_section={},
-        postprocess_json=str(models / "unet/postprocess.json"),
-        gate_predictions=str(results / f"eval/{gate}/predictions.csv"),
+        run_id=str(tmp_path / "no_run_id.txt"), metrics=str(tmp_path / "eval/metrics.json"),
+        postprocess=str(models / "unet/postprocess.json"),
+        gate=str(results / f"eval/{gate}/predictions.csv"),
     )  # fmt: skip
     ours = pd.read_csv(out, keep_default_na=False).set_index("patientId")
     evaluated = pd.read_csv(tmp_path / "eval/predictions.csv", keep_default_na=False)

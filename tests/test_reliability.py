@@ -16,11 +16,13 @@ import pandas as pd
 import pydicom
 import pytest
 
-from pneumoflow import tracking
-from pneumoflow.arrays import load_arrays
-from pneumoflow.convert import convert_shard
-from pneumoflow.ids import shard_name, shard_of
-from pneumoflow.synth import Case, write_dicom
+from pneumoflow.core.ids import shard_name, shard_of
+from pneumoflow.formats.arrays import load_arrays
+from pneumoflow.sources.rsna import convert_shard
+from pneumoflow.sources.synthetic import Case, write_dicom
+from pneumoflow.tracking import model_run, run_cache
+from pneumoflow.tracking.client import connect
+from pneumoflow.tracking.settings import TrackingSettings
 
 REPO = Path(__file__).resolve().parents[1]
 PHI_KEYWORDS = ("PatientName", "PatientBirthDate", "InstitutionName", "OtherPatientIDs")
@@ -86,7 +88,7 @@ def test_ages_over_89_are_stored_as_90_and_found_nowhere(tmp_path):
     (the MLflow store included), logs/ or Snakemake's logs."""
     from conftest import TINY, snakemake
 
-    from pneumoflow.synth import generate
+    from pneumoflow.sources.synthetic import generate
 
     data = tmp_path / "rsna"
     cases = generate(data, n=30, seed=5, size=256)
@@ -295,7 +297,7 @@ def test_disk_full_during_a_training_checkpoint_names_the_file(tiny_disk, tmp_pa
     import torchvision
     from conftest import RecordingRun
 
-    from pneumoflow.train_classifier import ClassifierConfig, fit
+    from pneumoflow.training.classifier import ClassifierConfig, fit
 
     rng = np.random.default_rng(0)
     split = (rng.integers(0, 255, (8, 32, 32), dtype=np.uint8), np.arange(8, dtype=np.uint8) % 2)
@@ -322,7 +324,7 @@ def test_mlflow_server_killed_mid_training(mlflow_server_factory, tmp_path, monk
     training state; with the server back, the rerun finishes without training again."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     server = mlflow_server_factory()
-    settings = tracking.TrackingSettings(tracking_uri=server.url, experiment="dying")
+    settings = TrackingSettings(tracking_uri=server.url, experiment="dying")
     outputs = {"model.txt": tmp_path / "out/model.txt"}
     state = tmp_path / "state.txt"  # stands in for the training checkpoint
     epochs_run = []
@@ -340,15 +342,15 @@ def test_mlflow_server_killed_mid_training(mlflow_server_factory, tmp_path, monk
 
     kwargs = dict(name="vgg16", params={}, tags={}, fingerprint_parts={"x": 1}, outputs=outputs,
                   run_id_out=tmp_path / "out/run_id.txt", on_success=state.unlink)  # fmt: skip
-    with pytest.raises(tracking.TrackingUnavailableError, match=f"{server.url} went away during training"):
-        tracking.run_tracked(settings, work=work, **kwargs)
+    with pytest.raises(model_run.TrackingUnavailableError, match=f"{server.url} went away during training"):
+        run_cache.run_tracked(settings, work=work, **kwargs)
     assert epochs_run == [0, 1, 2, 3]  # every epoch trained although the server was gone
     assert "held back; training goes on" in caplog.text
     assert state.read_text() == "4"  # the training state survived the failed job
     server.start()
-    run_id = tracking.run_tracked(settings, work=work, **kwargs)
+    run_id = run_cache.run_tracked(settings, work=work, **kwargs)
     assert epochs_run == [0, 1, 2, 3] and not state.exists()  # nothing retrained, state dropped
-    client = tracking.connect(settings)
+    client = connect(settings)
     assert client.get_run(run_id).info.status == "FINISHED"
     shutil.rmtree(tmp_path / "out")
 

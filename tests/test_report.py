@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from pneumoflow.report import baseline_flags, build_report, dataset_summary, metrics_table
+from pneumoflow.stages.report import baseline_flags, build_report, dataset_summary, metrics_table
 
 
 def _manifest(folder):

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from pneumoflow.split import assign_splits
+from pneumoflow.core.split import assign_splits
 
 
 def _ids(n, prefix="p"):

@@ -8,11 +8,10 @@ import pandas as pd
 import pydicom
 import pytest
 
-from pneumoflow.arrays import build_arrays, load_arrays
-from pneumoflow.convert import convert_shard
-from pneumoflow.manifest import run_manifest
-from pneumoflow.masks import masks_shard
-from pneumoflow.synth import Case, write_dicom
+from pneumoflow.formats.arrays import build_arrays, load_arrays
+from pneumoflow.formats.masks import masks_shard
+from pneumoflow.sources.rsna import convert_shard, run_manifest
+from pneumoflow.sources.synthetic import Case, write_dicom
 
 
 @pytest.fixture

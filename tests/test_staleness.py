@@ -19,7 +19,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from pneumoflow.synth import Case, generate, write_dicom
+from pneumoflow.sources.synthetic import Case, generate, write_dicom
 
 pytestmark = pytest.mark.e2e
 
@@ -204,15 +204,15 @@ def test_a_setting_reruns_its_stage_and_what_follows(build, old, new, expected):
     "path, expected",
     [
         # postprocess and the submission score and draw boxes with it; no trainer reaches it
-        ("src/pneumoflow/metrics.py", EVALUATION | {"postprocess", "submission"}),
-        ("src/pneumoflow/postprocess.py", EVALUATION | {"postprocess", "submission"}),
-        ("src/pneumoflow/train_classifier.py", RESNET_CHAIN),
-        ("src/pneumoflow/baseline.py", BASELINE_CHAIN | EVALUATION | {"submission"}),
-        ("src/pneumoflow/unet.py", UNET_CHAIN),
-        ("src/pneumoflow/evaluate.py", EVALUATION),
-        ("src/pneumoflow/report.py", {"report", "all"}),
-        ("src/pneumoflow/masks.py", EVERYTHING - {"manifest", "qc_rejected"} - DICOM_TO_JPG),
-        ("src/pneumoflow/manifest.py", EVERYTHING),
+        ("src/pneumoflow/models/metrics.py", EVALUATION | {"postprocess", "submission"}),
+        ("src/pneumoflow/models/postprocessing.py", EVALUATION | {"postprocess", "submission"}),
+        ("src/pneumoflow/training/classifier.py", RESNET_CHAIN),
+        ("src/pneumoflow/models/baseline.py", BASELINE_CHAIN | EVALUATION | {"submission"}),
+        ("src/pneumoflow/models/unet.py", UNET_CHAIN),
+        ("src/pneumoflow/stages/evaluate.py", EVALUATION),
+        ("src/pneumoflow/stages/report.py", {"report", "all"}),
+        ("src/pneumoflow/formats/masks.py", EVERYTHING - {"manifest", "qc_rejected"} - DICOM_TO_JPG),
+        ("src/pneumoflow/sources/rsna.py", EVERYTHING),
         ("scripts/train_unet.py", UNET_CHAIN),
         ("envs/torch.yaml", RESNET_CHAIN | BASELINE_CHAIN),
         ("envs/report.yaml", {"report", "all"}),

@@ -8,9 +8,9 @@ import pytest
 from conftest import SquareUNet, score_cli
 
 # PyTorch before TensorFlow: with these wheels the other order crashes the process
-import pneumoflow.classifier_inference  # noqa: F401
-from pneumoflow import metrics, unet_inference
-from pneumoflow.submission import score_submission, write_submission
+import pneumoflow.models.classifier_inference  # noqa: F401
+from pneumoflow.models import metrics, unet_inference
+from pneumoflow.stages.submission import score_submission, write_submission
 
 LABELS = """patientId,x,y,width,height,Target
 a,0,0,100,10,1

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from pneumoflow.synth import CLASSES, draw_chest, generate
+from pneumoflow.sources.synthetic import CLASSES, draw_chest, generate
 
 
 def test_layout_and_dicom_encoding(tmp_path):

@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from pneumoflow import tracking
-from pneumoflow.tracking import TrackingSettings, TrackingUnavailableError
+from pneumoflow.tracking import model_run, run_cache
+from pneumoflow.tracking.client import connect, end_parent_run, experiment_id, start_parent_run
+from pneumoflow.tracking.model_run import TrackingUnavailableError
+from pneumoflow.tracking.settings import TrackingSettings
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.delenv(model_run.PARENT_ENV, raising=False)
     return TrackingSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="test")
 
 
@@ -40,7 +42,7 @@ def _run(settings, tmp_path, fp_parts, values=(3.0, 2.0)):
     (tmp_path / "out").mkdir(exist_ok=True)
     calls = []
     work = _work(outputs, values)
-    run_id = tracking.run_tracked(
+    run_id = run_cache.run_tracked(
         settings,
         name="vgg16",
         params={"lr": 0.001, "epochs": 2},
@@ -55,12 +57,12 @@ def _run(settings, tmp_path, fp_parts, values=(3.0, 2.0)):
 
 def test_run_logs_params_metrics_tags_and_outputs(sqlite_settings, tmp_path):
     run_id, outputs, calls = _run(sqlite_settings, tmp_path, {"cfg": 1})
-    client = tracking.connect(sqlite_settings)
+    client = connect(sqlite_settings)
     run = client.get_run(run_id)
     assert run.info.run_name == "vgg16" and run.info.status == "FINISHED"
     assert run.data.params == {"lr": "0.001", "epochs": "2"}
     assert run.data.tags["pneumoflow.rule"] == "train_vgg16"
-    assert run.data.tags[tracking.FINGERPRINT_TAG] == tracking.fingerprint({"cfg": 1})
+    assert run.data.tags[run_cache.FINGERPRINT_TAG] == run_cache.fingerprint({"cfg": 1})
     history = client.get_metric_history(run_id, "train_loss")
     assert [(m.step, m.value) for m in history] == [(0, 3.0), (1, 2.0)]
     assert sorted(a.path for a in client.list_artifacts(run_id, "outputs")) == [
@@ -96,7 +98,7 @@ def test_failed_work_marks_run_failed_and_is_not_reused(sqlite_settings, tmp_pat
         raise ValueError("diverged")
 
     with pytest.raises(ValueError):
-        tracking.run_tracked(
+        run_cache.run_tracked(
             sqlite_settings,
             name="unet",
             params={},
@@ -106,36 +108,36 @@ def test_failed_work_marks_run_failed_and_is_not_reused(sqlite_settings, tmp_pat
             run_id_out=tmp_path / "id.txt",
             work=boom,
         )
-    client = tracking.connect(sqlite_settings)
-    exp = tracking.experiment_id(client, sqlite_settings)
+    client = connect(sqlite_settings)
+    exp = experiment_id(client, sqlite_settings)
     runs = client.search_runs([exp])
     assert [r.info.status for r in runs] == ["FAILED"]
-    assert tracking.find_cached_run(client, exp, tracking.fingerprint({"x": 1})) is None
+    assert run_cache.find_cached_run(client, exp, run_cache.fingerprint({"x": 1})) is None
 
 
 def test_model_runs_are_top_level_and_name_their_pipeline_run(sqlite_settings, tmp_path, monkeypatch):
     """Nested runs show as one collapsed row without metrics in the UI: model runs stay top
     level, linked to their invocation's run by a tag."""
-    parent = tracking.start_parent_run(sqlite_settings, "pipeline", {"pneumoflow.version": "x"})
-    assert os.environ[tracking.PARENT_ENV] == parent
+    parent = start_parent_run(sqlite_settings, "pipeline", {"pneumoflow.version": "x"})
+    assert os.environ[model_run.PARENT_ENV] == parent
     child, _, _ = _run(sqlite_settings, tmp_path, {"cfg": 2})
-    tracking.end_parent_run(sqlite_settings, parent, ok=True)
-    client = tracking.connect(sqlite_settings)
+    end_parent_run(sqlite_settings, parent, ok=True)
+    client = connect(sqlite_settings)
     tags = client.get_run(child).data.tags
-    assert tags[tracking.PIPELINE_TAG] == parent and "mlflow.parentRunId" not in tags
+    assert tags[model_run.PIPELINE_TAG] == parent and "mlflow.parentRunId" not in tags
     assert client.get_run(parent).info.status == "FINISHED"
 
 
 def test_experiment_opens_on_training_runs(sqlite_settings):
     """MLflow 3's UI opens an experiment on GenAI traces unless it is marked as model training."""
-    from pneumoflow import mlflow_ui
+    from pneumoflow.tracking import ui as mlflow_ui
 
-    client = tracking.connect(sqlite_settings)
+    client = connect(sqlite_settings)
     # experiments that predate the tags, or hold an older view, get them too
     client.create_experiment("made-elsewhere", tags={mlflow_ui.VIEW_TAG: '{"state": "{}"}'})
     for name in ("test", "made-elsewhere"):
         settings = TrackingSettings(sqlite_settings.tracking_uri, name)
-        experiment = client.get_experiment(tracking.experiment_id(client, settings))
+        experiment = client.get_experiment(experiment_id(client, settings))
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
         assert mlflow_ui.view_is_current(experiment.tags[mlflow_ui.VIEW_TAG])
     state = json.loads(json.loads(experiment.tags[mlflow_ui.VIEW_TAG])["state"])
@@ -146,12 +148,12 @@ def test_store_moves_with_the_project_folder(tmp_path, monkeypatch):
     """The default store's path is relative (sqlite:///results/mlflow.db): its artifact root is
     stored relative too, so a renamed project folder still restores from the run cache."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.delenv(model_run.PARENT_ENV, raising=False)
     settings = TrackingSettings(tracking_uri="sqlite:///results/mlflow.db", experiment="moved")
     (tmp_path / "project").mkdir()
     monkeypatch.chdir(tmp_path / "project")
     first, outputs, calls = _run(settings, tmp_path, {"cfg": "move"})
-    client = tracking.connect(settings)
+    client = connect(settings)
     assert client.get_experiment_by_name("moved").artifact_location == "results/mlartifacts"
     assert not Path(client.get_run(first).info.artifact_uri).is_absolute()
     monkeypatch.chdir(tmp_path)
@@ -166,7 +168,7 @@ def test_store_moves_with_the_project_folder(tmp_path, monkeypatch):
 
 def test_system_metrics_are_sampled_during_the_run(sqlite_settings, tmp_path):
     settings = TrackingSettings(sqlite_settings.tracking_uri, "test", system_metrics_interval=0.2)
-    run_id = tracking.run_tracked(
+    run_id = run_cache.run_tracked(
         settings,
         name="vgg16",
         params={},
@@ -176,12 +178,12 @@ def test_system_metrics_are_sampled_during_the_run(sqlite_settings, tmp_path):
         run_id_out=tmp_path / "id.txt",
         work=lambda run: time.sleep(1.5),
     )
-    metrics = tracking.connect(settings).get_run(run_id).data.metrics
+    metrics = connect(settings).get_run(run_id).data.metrics
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics)
     off = TrackingSettings(
         sqlite_settings.tracking_uri, "test", system_metrics=False, system_metrics_interval=0.2
     )
-    run_id = tracking.run_tracked(
+    run_id = run_cache.run_tracked(
         off,
         name="vgg16",
         params={},
@@ -191,7 +193,7 @@ def test_system_metrics_are_sampled_during_the_run(sqlite_settings, tmp_path):
         run_id_out=tmp_path / "id.txt",
         work=lambda run: time.sleep(1),
     )
-    assert not any(k.startswith("system/") for k in tracking.connect(off).get_run(run_id).data.metrics)
+    assert not any(k.startswith("system/") for k in connect(off).get_run(run_id).data.metrics)
 
 
 def test_mlflow_tracking_uri_env_overrides_config(tmp_path, monkeypatch):
@@ -204,7 +206,7 @@ def _log_one(args):
     settings = TrackingSettings(tracking_uri=uri, experiment="parallel")
     out = Path(root) / name
     out.mkdir()
-    return tracking.run_tracked(
+    return run_cache.run_tracked(
         settings,
         name=name,
         params={"m": name},
@@ -218,11 +220,9 @@ def _log_one(args):
 
 def test_three_processes_on_a_fresh_database(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/fresh.db"
-    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
-    parent = tracking.start_parent_run(
-        TrackingSettings(tracking_uri=uri, experiment="parallel"), "pipeline", {}
-    )
-    assert os.environ[tracking.PARENT_ENV] == parent  # what onstart does
+    monkeypatch.delenv(model_run.PARENT_ENV, raising=False)
+    parent = start_parent_run(TrackingSettings(tracking_uri=uri, experiment="parallel"), "pipeline", {})
+    assert os.environ[model_run.PARENT_ENV] == parent  # what onstart does
     with ProcessPoolExecutor(3) as pool:
         ids = list(pool.map(_log_one, [(uri, m, str(tmp_path)) for m in ("unet", "vgg16", "resnet101")]))
     assert len(set(ids)) == 3 and all(ids)
@@ -271,7 +271,7 @@ def test_real_server_run_and_cache(mlflow_server, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = TrackingSettings(tracking_uri=mlflow_server, experiment="server-test")
     first, outputs, calls = _run(settings, tmp_path, {"cfg": "server"})
-    client = tracking.connect(settings)
+    client = connect(settings)
     assert client.get_run(first).data.params["lr"] == "0.001"
     assert [m.value for m in client.get_metric_history(first, "val_loss")] == [4.0, 3.0]
     for path in outputs.values():
@@ -285,7 +285,7 @@ def test_unreachable_server_fails_naming_the_uri(tmp_path, monkeypatch):
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.time()
     with pytest.raises(TrackingUnavailableError, match=f"{uri} cannot be reached.*mlflow.required: false"):
-        tracking.connect(TrackingSettings(tracking_uri=uri))
+        connect(TrackingSettings(tracking_uri=uri))
     assert time.time() - start < 30  # no minutes of retries
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import RecordingRun
 
-from pneumoflow.train_unet import UnetConfig, check_split, fit, make_dataset
-from pneumoflow.unet import build_unet, dice_coefficient, dice_loss
+from pneumoflow.models.unet import build_unet, dice_coefficient, dice_loss
+from pneumoflow.training.unet import UnetConfig, check_split, fit, make_dataset
 
 
 @pytest.mark.parametrize("size", [64, 128])

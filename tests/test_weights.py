@@ -14,8 +14,8 @@ import torch
 import torchvision
 from torch import nn
 
-from pneumoflow import catalog, classifiers
-from pneumoflow.classifiers import WeightsError, build_classifier, ensure_weights
+from pneumoflow.models import catalog, classifiers
+from pneumoflow.models.classifiers import WeightsError, build_classifier, ensure_weights
 
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"

@@ -10,13 +10,13 @@ from pneumoflow import __version__
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from pneumoflow.synth import generate
+    from pneumoflow.sources.synthetic import generate
 
     generate(args.out_dir, n=args.n, seed=args.seed, size=args.size, n_test=args.n_test)
 
 
 def _manifest(args: argparse.Namespace) -> None:
-    from pneumoflow.manifest import run_manifest
+    from pneumoflow.sources.rsna import run_manifest
 
     out = args.out_dir
     run_manifest(
@@ -37,19 +37,19 @@ def _manifest(args: argparse.Namespace) -> None:
 
 
 def _dicom_to_jpg(args: argparse.Namespace) -> None:
-    from pneumoflow.convert import convert_shard
+    from pneumoflow.sources.rsna import convert_shard
 
     convert_shard(args.manifest, args.shard, args.dicom_dir, args.out_dir, args.rejected)
 
 
 def _masks(args: argparse.Namespace) -> None:
-    from pneumoflow.masks import masks_shard
+    from pneumoflow.formats.masks import masks_shard
 
     masks_shard(args.manifest, args.boxes, args.shard, args.out_dir)
 
 
 def _arrays(args: argparse.Namespace) -> None:
-    from pneumoflow.arrays import build_arrays
+    from pneumoflow.formats.arrays import build_arrays
 
     build_arrays(
         args.manifest, args.split, args.shard, args.size, args.jpg_dir, args.mask_dir, args.refused, args.out
@@ -57,7 +57,7 @@ def _arrays(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> None:
-    from pneumoflow.submission import score_submission
+    from pneumoflow.stages.submission import score_submission
 
     score, n = score_submission(args.submission, args.labels)
     print(f"RSNA score {score:.4f} over {n} images")
@@ -71,8 +71,8 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
-    from pneumoflow.mlflow_ui import serve
-    from pneumoflow.tracking import TrackingSettings
+    from pneumoflow.tracking.settings import TrackingSettings
+    from pneumoflow.tracking.ui import serve
 
     raise SystemExit(serve(args.tracking_uri or TrackingSettings().uri, args.experiment, args.port))
 

@@ -1,6 +1,6 @@
 """Trained models on new radiographs: `pneumoflow predict IMAGES... --models results/models`.
 
-Images go through the training path (pneumoflow.images, then the arrays stage's resize);
+Images go through the training path (pneumoflow.formats.images, then the arrays stage's resize);
 boxes come back in each image's own pixel frame.
 """
 
@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pneumoflow import baseline, metrics, postprocess
-from pneumoflow.atomic import atomic_path, write_bytes
-from pneumoflow.catalog import CLASSIFIERS
-from pneumoflow.images import expand_images, read_grayscale, read_source
-from pneumoflow.postprocess import PostProcess
+from pneumoflow.core.atomic import atomic_path, write_bytes
+from pneumoflow.formats.images import expand_images, read_grayscale, read_source
+from pneumoflow.models import baseline, metrics
+from pneumoflow.models import postprocessing as postprocess
+from pneumoflow.models.catalog import CLASSIFIERS
+from pneumoflow.models.postprocessing import PostProcess
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Models:
         # (SIGSEGV as soon as torch runs a layer).
         for name in CLASSIFIERS:
             if (folder / name / "model.pt").is_file():
-                from pneumoflow.classifier_inference import load_classifier
+                from pneumoflow.models.classifier_inference import load_classifier
 
                 model, saved = load_classifier(name, folder / name / "model.pt")
                 models.classifiers[name] = (model, saved["img_size"])
@@ -59,7 +60,7 @@ class Models:
             models.classifiers["baseline"] = (model, model["img_size"])
             models.thresholds["baseline"] = model["threshold"]
         if (folder / "unet" / "model.keras").is_file():
-            from pneumoflow.unet_inference import load_unet
+            from pneumoflow.models.unet_inference import load_unet
 
             models.unet = load_unet(folder / "unet" / "model.keras")
             tuned = folder / "unet" / "postprocess.json"
@@ -126,13 +127,13 @@ def predict_images(
             if name == "baseline":
                 probs = baseline.probabilities(model, resized)
             else:
-                from pneumoflow.classifier_inference import classifier_probs
+                from pneumoflow.models.classifier_inference import classifier_probs
 
                 probs = classifier_probs(model, resized)
             table[f"{name}_probability"] = probs
             table[f"{name}_pneumonia"] = (probs >= models.thresholds[name]).astype(int)
         if models.unet is not None:
-            from pneumoflow.unet_inference import predict_sources
+            from pneumoflow.models.unet_inference import predict_sources
 
             gate = table.get(f"{models.gate_with}_probability")
             probs, boxes = predict_sources(models.unet, sources, models.postprocess, gate)
@@ -177,8 +178,8 @@ def run_predict(
     paths = expand_images(images)
     with tempfile.TemporaryDirectory() as tmp:
         if str(models_dir).startswith("models:/"):  # a registered model: fetch its one file
-            from pneumoflow.mlflow_models import download_registered
-            from pneumoflow.tracking import TrackingSettings
+            from pneumoflow.tracking.model_files import download_registered
+            from pneumoflow.tracking.settings import TrackingSettings
 
             models_dir = download_registered(str(models_dir), tmp, TrackingSettings().uri)
         models = Models.load(models_dir)

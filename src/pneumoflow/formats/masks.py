@@ -1,0 +1,54 @@
+"""The masks stage: boxes -> binary PNG masks in each image's own pixel frame.
+
+Mask files hold 0 (background) and 255 (opacity) so they are visible in any
+viewer; the arrays stage turns them into {0, 1}.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pneumoflow.core.atomic import atomic_dir
+from pneumoflow.core.tables import read_manifest, read_tsv
+
+log = logging.getLogger(__name__)
+
+
+def box_mask(boxes: list[tuple[float, float, float, float]], rows: int, cols: int) -> np.ndarray:
+    """Union of (x, y, w, h) pixel boxes: (rows, cols) uint8 in {0, 255}.
+
+    Box edges are rounded to the nearest pixel; no boxes gives an all-zero mask.
+    """
+    mask = np.zeros((rows, cols), np.uint8)
+    for x, y, w, h in boxes:
+        x0, y0 = int(round(x)), int(round(y))
+        x1, y1 = int(round(x + w)), int(round(y + h))
+        mask[max(y0, 0) : min(y1, rows), max(x0, 0) : min(x1, cols)] = 255
+    return mask
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """Write a lossless PNG (inside a shard folder that appears atomically as a whole)."""
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"OpenCV could not write {path}")
+
+
+def masks_shard(manifest_tsv: str | Path, boxes_tsv: str | Path, shard: int, out_dir: str | Path) -> int:
+    """Write <patientId>.png for every image of `shard`; return how many were written."""
+    manifest = read_manifest(manifest_tsv)
+    boxes = read_tsv(boxes_tsv, dtype={"patientId": str})
+    by_patient: dict[str, list] = {
+        pid: list(group[["x", "y", "width", "height"]].itertuples(index=False, name=None))
+        for pid, group in boxes.groupby("patientId")
+    }
+    rows = manifest[manifest["shard"] == shard]
+    with atomic_dir(out_dir) as out:
+        for row in rows.itertuples(index=False):
+            mask = box_mask(by_patient.get(row.patientId, []), int(row.rows), int(row.cols))
+            write_png(out / f"{row.patientId}.png", mask)
+    log.info("shard %d: %d masks", shard, len(rows))
+    return len(rows)

@@ -1,0 +1,1 @@
+"""Models and what they compute: architectures, inference, metrics, thresholds, post-processing."""

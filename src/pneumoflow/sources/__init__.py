@@ -1,0 +1,1 @@
+"""Data sources: RSNA download, generated synthetic sample, ImageFolder tree."""

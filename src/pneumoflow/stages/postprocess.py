@@ -1,0 +1,70 @@
+"""Rule postprocess: tune the U-Net's box post-processing (pneumoflow.models.postprocessing) on
+the val split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pneumoflow.core.atomic import atomic_path
+from pneumoflow.core.tables import read_manifest, truth_boxes
+from pneumoflow.formats import arrays
+from pneumoflow.models.postprocessing import PostProcess, gate_probabilities, tune
+from pneumoflow.models.unet_inference import load_unet, unet_probs
+from pneumoflow.tracking import model_run
+from pneumoflow.tracking.client import connect, experiment_id
+from pneumoflow.tracking.settings import TrackingSettings, exported_section
+
+
+def run(
+    *,
+    model: str,
+    val: list[str],
+    manifest: str,
+    boxes: str,
+    run_id: str,
+    settings: str,
+    sweep: str,
+    gate_with: str | None,
+    gate: str | None = None,
+) -> PostProcess:
+    """Tune PostProcess on the `val` shards' U-Net maps (and, with `gate`, the `gate_with`
+    classifier's val probabilities); write the chosen `settings` (JSON) and the `sweep` (CSV),
+    track both in the MLflow run beside the U-Net's (`run_id`)."""
+    val_npz, boxes_tsv, gate_predictions, run_id_file = val, boxes, gate, run_id
+    out_json, sweep_csv = settings, sweep
+    data = arrays.load_arrays(val_npz, keys=("images", "patient_ids"))
+    ids = list(data["patient_ids"])
+    if not ids:
+        raise ValueError("the val split has no images to tune the post-processing on")
+    probs = unet_probs(load_unet(model), data["images"])
+    frame = read_manifest(manifest).set_index("patientId")
+    frames = [(int(frame.rows[pid]), int(frame.cols[pid])) for pid in ids]
+    truths = truth_boxes(boxes_tsv, ids)
+    best, table = tune(probs, frames, truths, ids, gate_probabilities(gate_predictions, ids))
+    default = table[
+        (table.threshold == 0.5) & (table.min_area == 0) & (table.shrink == 1) & table.gate.isna()
+    ]
+    summary = {
+        **best.to_dict(),
+        "gate_with": gate_with if best.gate is not None else None,
+        "val_rsna_score": float(table.rsna_score.max()),
+        "val_rsna_score_default": float(default.rsna_score.iloc[0]) if len(default) else float("nan"),
+        "n_val": len(ids),
+    }
+    with atomic_path(sweep_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out_json) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    settings = TrackingSettings.from_config(exported_section())
+    client = connect(settings)
+    if client is not None:
+        unet_run = Path(run_id_file).read_text().strip()
+        params = {k: ("none" if v is None else v) for k, v in summary.items() if not k.startswith("val_")}
+        tags = {"pneumoflow.kind": "postprocess", "pneumoflow.unet_run": unet_run}
+        with model_run.ModelRun(
+            client, experiment_id(client, settings), "unet_postprocess", params, tags
+        ) as run:
+            run.log_metrics({k: v for k, v in summary.items() if k.startswith("val_")})
+            run.log_outputs({"postprocess.json": out_json, "sweep.csv": sweep_csv})
+    return best

@@ -1,0 +1,1 @@
+"""MLflow: settings, client, one run's logger, the run cache, logged models, the UI."""

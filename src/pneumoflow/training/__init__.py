@@ -1,0 +1,1 @@
+"""Training loops: the classifiers' fit and the U-Net's fit."""

@@ -1,0 +1,210 @@
+"""Training of the U-Net on images + masks, read shard by shard through tf.data.
+
+Memory holds one shard of arrays plus the shuffle buffer, never the dataset.
+An interrupted run resumes from its last epoch (keras BackupAndRestore).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pneumoflow.core.atomic import atomic_path
+from pneumoflow.models import unet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UnetConfig:
+    """U-Net training settings (config `models.unet`)."""
+
+    img_size: int = 256
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 0.001
+    patience: int = 5
+    shuffle_buffer: int = 256
+    train_on: str = "positives"
+    augment: bool = False
+    mixed_precision: bool = False
+    seed: int = 42
+
+    @classmethod
+    def from_config(cls, section: dict) -> UnetConfig:
+        return cls(**{k: v for k, v in section.items() if k not in ("enabled", "gpus", "threads")})
+
+
+def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: bool) -> tuple[int, int]:
+    """(images, images with an opacity) of a split; clear errors on empty, wrong size, no opacity."""
+    count, positives = 0, 0
+    for path in npz_paths:
+        with np.load(path, allow_pickle=False) as data:
+            masks = data["masks"]
+            if len(masks) and masks.shape[1:] != (img_size, img_size):
+                raise ValueError(
+                    f"{path} holds {masks.shape[1]}px arrays, but models.unet.img_size={img_size}"
+                )
+            count += len(masks)
+            positives += int(masks.any(axis=(1, 2)).sum())
+    if count == 0:
+        raise ValueError(f"the {name} split has no images; add data or change split fractions")
+    if need_positive and positives == 0:
+        raise ValueError(
+            f"the {name} split has no image with an opacity box: a Dice loss has nothing to learn"
+        )
+    return count, positives
+
+
+def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool, count: int | None = None):
+    """tf.data of (image (S, S, 1) float32 in [0, 1], mask (S, S, 2) one-hot float32) batches.
+    `count`: the images it yields, when known (Keras then plans its epochs instead of running
+    the data dry each time)."""
+    import tensorflow as tf
+
+    size = cfg.img_size
+
+    positives_only = training and cfg.train_on == "positives"
+
+    def shards():  # one shard in memory at a time, handed over whole: no per-image Python step
+        for path in npz_paths:
+            with np.load(path, allow_pickle=False) as data:
+                images, masks = data["images"], data["masks"]
+            if positives_only:
+                # A Dice loss on a batch without any opacity rewards predicting nothing, and
+                # training on all images collapses to empty masks; presence is the classifiers' job.
+                keep = masks.any(axis=(1, 2))
+                images, masks = images[keep], masks[keep]
+            yield images, masks
+
+    spec = (tf.TensorSpec((None, size, size), tf.uint8), tf.TensorSpec((None, size, size), tf.uint8))
+    ds = tf.data.Dataset.from_generator(shards, output_signature=spec).unbatch()
+    if count is not None:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(count))
+    if training:
+        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+
+    def to_float(image, mask):
+        image = tf.cast(image, tf.float32)[..., None] / 255.0
+        mask = tf.one_hot(tf.cast(mask, tf.int32), 2)
+        if training and cfg.augment:
+            # small brightness/contrast jitter only: flips would put the heart on the wrong side
+            image = tf.clip_by_value(tf.image.random_brightness(image, 0.1, seed=cfg.seed), 0.0, 1.0)
+        return image, mask
+
+    # no drop_remainder: every validation image counts
+    return ds.map(to_float).batch(cfg.batch_size).prefetch(1)
+
+
+def _configure_tensorflow(threads: int, mixed_precision: bool) -> None:
+    """GPU memory growth on, optional float16 compute; CPU thread pools from the rule's threads."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    try:
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        if not gpus:
+            tf.config.threading.set_intra_op_parallelism_threads(max(threads, 1))
+            tf.config.threading.set_inter_op_parallelism_threads(max(threads, 1))
+    except RuntimeError:  # TensorFlow already started in this process (tests, notebooks)
+        log.info("TensorFlow already initialised; keeping its device settings")
+    if mixed_precision and gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    log.info("TensorFlow on %s", f"GPU x{len(gpus)}" if gpus else f"CPU, {threads} threads")
+
+
+def fit(
+    cfg: UnetConfig,
+    train_npz,
+    val_npz,
+    *,
+    model_out,
+    history_out,
+    tensorboard_dir,
+    backup_dir,
+    run,
+    threads=1,
+    fingerprint="",
+):
+    """Train; keep the best-val-loss model at `model_out`; return the history table.
+
+    Resumes from the training state in `backup_dir` only when it was written under the same
+    `fingerprint` (settings, data, code, library versions); any other state is discarded.
+    """
+    import keras
+
+    _configure_tensorflow(threads, cfg.mixed_precision)
+    keras.utils.set_random_seed(cfg.seed)
+    n_all, n_positive = check_split(train_npz, "train", cfg.img_size, need_positive=True)
+    n_train = n_positive if cfg.train_on == "positives" else n_all
+    n_val, _ = check_split(val_npz, "val", cfg.img_size, need_positive=False)
+    model = unet.compile_unet(unet.build_unet(cfg.img_size), cfg.lr)
+
+    class LogEpochs(keras.callbacks.Callback):
+        """Each epoch's metrics to the job log and the MLflow run (Keras' own printing bypasses the log)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = _phase_names(logs or {})
+            log.info("epoch %d/%d %s", epoch + 1, cfg.epochs, {k: round(v, 4) for k, v in metrics.items()})
+            run.log_metrics(metrics, step=epoch)
+
+    # Training state lives in backup_dir, outside the rule's outputs (which Snakemake deletes
+    # when a job dies): the epoch backup, the best model so far and the epoch log.
+    state = Path(backup_dir)
+    best_path, csv_path, restore_dir = state / "best.keras", state / "history.csv", state / "restore"
+    fingerprint_path = state / "fingerprint.txt"
+    resuming = restore_dir.exists() and csv_path.exists() and _same_fingerprint(fingerprint_path, fingerprint)
+    if restore_dir.exists() and not resuming:
+        log.info("ignoring the training state in %s: it belongs to other settings, data or code", state)
+    threshold = None
+    if resuming:
+        threshold = float(pd.read_csv(csv_path).val_loss.min())
+        log.info(
+            "resuming from the last epoch backup in %s (best val_loss so far %.4f)", restore_dir, threshold
+        )
+    else:
+        shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True, exist_ok=True)
+    fingerprint_path.write_text(fingerprint)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(restore_dir), delete_checkpoint=True),
+        keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(
+            str(best_path), monitor="val_loss", save_best_only=True, initial_value_threshold=threshold
+        ),
+        keras.callbacks.CSVLogger(str(csv_path), append=resuming),
+        keras.callbacks.TensorBoard(str(tensorboard_dir)),
+        LogEpochs(),
+    ]
+    model.fit(
+        make_dataset(train_npz, cfg, training=True, count=n_train),
+        validation_data=make_dataset(val_npz, cfg, training=False, count=n_val),
+        epochs=cfg.epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    with atomic_path(model_out) as tmp:
+        shutil.copyfile(best_path, tmp)
+    history = pd.read_csv(csv_path).drop_duplicates("epoch", keep="last")
+    with atomic_path(history_out) as tmp:
+        history.to_csv(tmp, index=False)
+    return history.rename(columns=_phase_names)
+
+
+def _same_fingerprint(path: Path, fingerprint: str) -> bool:
+    return path.is_file() and path.read_text() == fingerprint
+
+
+def _phase_names(logs):
+    """Keras names (loss, val_dice_coefficient) -> paired names (train_loss, val_dice)."""
+    rename = lambda k: k.replace("dice_coefficient", "dice")  # noqa: E731
+    if isinstance(logs, str):
+        return logs if logs == "epoch" else rename(logs if logs.startswith("val_") else f"train_{logs}")
+    return {_phase_names(k): float(v) for k, v in logs.items()}
