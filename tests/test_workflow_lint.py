@@ -28,3 +28,17 @@ def test_ruff_check_and_format():
     paths = ["src", "scripts", "tests"]
     assert _run(str(BIN / "ruff"), "check", *paths).returncode == 0
     assert _run(str(BIN / "ruff"), "format", "--check", *paths).returncode == 0
+
+
+def test_pre_commit_runs_the_linters_of_make_lint():
+    import yaml
+
+    hooks = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"][0]["hooks"]
+    entries = {hook["entry"].removeprefix(".venv/bin/") for hook in hooks}
+    lint = (REPO / "Makefile").read_text().split("\nlint:")[1].split("\n\n")[0]
+    # each `make lint` line without its paths (pre-commit passes the changed files instead)
+    commands = {
+        line.strip().removeprefix("$(BIN)/").split(" src ")[0].split(" Snakefile")[0]
+        for line in lint.splitlines()[1:]
+    }
+    assert entries == {"ruff check", "ruff format --check", "snakefmt --check"} and entries <= commands
