@@ -40,6 +40,7 @@ lint: install
 	$(BIN)/ruff format --check src scripts tests benchmarks
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format src scripts tests benchmarks

@@ -21,7 +21,7 @@ import torch
 import torchvision
 from common import report
 
-from pneumoflow.training import classifier as train_classifier
+from pneumoflow.training import checkpoints
 from pneumoflow.training.classifier import ClassifierConfig, fit
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--every-epoch", action="store_true", help="also cache with a checkpoint every epoch")
     args = parser.parse_args()
     train, val = toy_split(args.n, args.size, 1), toy_split(args.n // 3, args.size, 2)
-    rows, paced = [], train_classifier.CheckpointPacer.WORK_PER_WRITE
+    rows, paced = [], checkpoints.CheckpointPacer.WORK_PER_WRITE
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             weights = Path(tmp) / f"{name}.pth"
@@ -64,7 +64,7 @@ def main() -> None:
                     name, img_size=args.size, weights=str(weights), epochs=args.epochs, batch_size=16,
                     lr=0.01, cache_features=cache,
                 )  # fmt: skip
-                train_classifier.CheckpointPacer.WORK_PER_WRITE = 0 if every_epoch else paced
+                checkpoints.CheckpointPacer.WORK_PER_WRITE = 0 if every_epoch else paced
                 started = time.perf_counter()
                 history, _ = fit(
                     cfg, train, val, model_out=Path(tmp) / f"{name}-{cache}.pt",
@@ -72,7 +72,7 @@ def main() -> None:
                     fingerprint="bench", threads=torch.get_num_threads(),
                 )  # fmt: skip
                 result[cache, every_epoch] = (time.perf_counter() - started, history)
-            train_classifier.CheckpointPacer.WORK_PER_WRITE = paced
+            checkpoints.CheckpointPacer.WORK_PER_WRITE = paced
             (slow, h_slow), (fast, h_fast) = result[False, False], result[True, False]
             every = result[True, True][0] if args.every_epoch else float("nan")
             rows.append(

@@ -35,14 +35,8 @@ from torch.utils.data import DataLoader
 
 from pneumoflow.formats import arrays
 from pneumoflow.models import classifiers, torchdata
-from pneumoflow.training.classifier import (
-    ClassifierConfig,
-    compute_features,
-    features_to_input,
-    images_to_input,
-    make_optimizer,
-    train_one_epoch,
-)
+from pneumoflow.training.classifier import ClassifierConfig, make_optimizer, train_one_epoch
+from pneumoflow.training.feature_cache import compute_features, features_to_input, images_to_input
 
 
 def load_images(folder: str | None, n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

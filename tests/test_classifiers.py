@@ -16,7 +16,7 @@ from conftest import RecordingRun
 from pneumoflow.models import thresholds
 from pneumoflow.models.classifier_inference import classifier_probs, load_classifier
 from pneumoflow.models.classifiers import WeightsError, build_classifier, count_parameters
-from pneumoflow.training import classifier as train_classifier
+from pneumoflow.training import checkpoints
 from pneumoflow.training.classifier import ClassifierConfig, fit, load_split
 
 
@@ -188,6 +188,29 @@ def test_load_classifier_refuses_another_arch_and_old_files(tmp_path):
     torch.save(model.state_dict(), tmp_path / "old.pt")  # before model.pt became a dict
     with pytest.raises(ValueError, match="not a pneumoflow classifier .*retrain it"):
         load_classifier("vgg16", tmp_path / "old.pt")
+
+
+def test_model_file_describes_itself_and_a_foreign_normalization_is_refused(tmp_path):
+    """model.pt carries arch, head, image size, input normalization and threshold: predict and
+    evaluate need no config. A file asking for another normalization is refused, not misread."""
+    from pneumoflow.models import torchdata
+    from pneumoflow.training.classifier import save_model
+
+    model, kind = build_classifier("resnet101", None)
+    save_model(tmp_path / "m.pt", model, ClassifierConfig("resnet101", img_size=48), kind, 0.3)
+    _, info = load_classifier("resnet101", tmp_path / "m.pt")
+    assert (info["arch"], info["head"], info["img_size"], info["threshold"]) == (
+        "resnet101",
+        "probe",
+        48,
+        0.3,
+    )
+    assert info["normalization"] == torchdata.NORMALIZATION
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    saved["normalization"] = {**saved["normalization"], "mean": (0.5, 0.5, 0.5)}
+    torch.save(saved, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="trained on inputs normalized as .*retrain"):
+        load_classifier("resnet101", tmp_path / "other.pt")
 
 
 # --- the operating threshold: Youden's J on val -----------------------------------------------
@@ -362,8 +385,8 @@ def test_killed_after_the_last_epoch_still_yields_the_model(weight_files, tmp_pa
 
 def test_checkpoints_are_paced_by_what_a_write_costs(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr(train_classifier.time, "perf_counter", lambda: clock[0])
-    pacer = train_classifier.CheckpointPacer()
+    monkeypatch.setattr(checkpoints.time, "perf_counter", lambda: clock[0])
+    pacer = checkpoints.CheckpointPacer()
     assert pacer.due()  # the first epoch writes: nothing measured yet
     with pacer.writing():
         clock[0] += 1.5  # a 956 MB VGG16 head

@@ -25,7 +25,7 @@ def test_snakefmt_check():
 
 
 def test_ruff_check_and_format():
-    paths = ["src", "scripts", "tests"]
+    paths = ["src", "scripts", "tests", "benchmarks"]
     assert _run(str(BIN / "ruff"), "check", *paths).returncode == 0
     assert _run(str(BIN / "ruff"), "format", "--check", *paths).returncode == 0
 
@@ -42,3 +42,8 @@ def test_pre_commit_runs_the_linters_of_make_lint():
         for line in lint.splitlines()[1:]
     }
     assert entries == {"ruff check", "ruff format --check", "snakefmt --check"} and entries <= commands
+
+
+def test_mypy_is_clean():
+    result = _run(str(BIN / "mypy"))  # the files and settings of pyproject.toml's [tool.mypy]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]

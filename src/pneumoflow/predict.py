@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -26,6 +27,9 @@ from pneumoflow.models import postprocessing as postprocess
 from pneumoflow.models.catalog import CLASSIFIERS
 from pneumoflow.models.postprocessing import PostProcess
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +39,7 @@ class Models:
     operating threshold, chosen on the validation split and saved in model.pt}."""
 
     unet: object | None = None
-    classifiers: dict[str, tuple[object, int]] = field(default_factory=dict)
+    classifiers: dict[str, tuple[dict | torch.nn.Module, int]] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     # the U-Net's post-processing as tuned on val (unet/postprocess.json) and its gate classifier
     postprocess: PostProcess = field(default_factory=PostProcess)
@@ -110,12 +114,12 @@ def predict_images(
     pixels, post-processed as tuned on val). Also {image: (rows, cols) float32 opacity map}.
     """
     parts, maps = [], {}
-    paths = [Path(p) for p in paths]
-    names = image_names(paths)
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start : start + batch_size]
+    files = [Path(p) for p in paths]
+    names = image_names(files)
+    for start in range(0, len(files), batch_size):
+        batch = files[start : start + batch_size]
         sources = [read_source(p) for p in batch]
-        table = {
+        table: dict[str, Any] = {
             "path": [str(p) for p in batch],
             "image": names[start : start + batch_size],
             "patientId": [p.stem for p in batch],

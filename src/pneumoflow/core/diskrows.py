@@ -93,7 +93,8 @@ class DiskRows:
             self._fds[part] = os.open(self.paths[part], os.O_RDONLY)
         offset = self.offsets[part] + (index - self.starts[part]) * self.row_bytes
         row = np.empty(self.row_shape, self.dtype)
-        if os.preadv(self._fds[part], [row], offset) != self.row_bytes:
+        # ndarray is a buffer; numpy's stubs declare __buffer__ only for Python 3.12+
+        if os.preadv(self._fds[part], [row], offset) != self.row_bytes:  # type: ignore[list-item]
             raise OSError(f"{self.paths[part]} is shorter than its header says; rebuild it")
         return row
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -114,7 +115,8 @@ def _npy_header(npz: str | Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def load_arrays(
-    paths: list[str | Path], keys: tuple[str, ...] = ("images", "masks", "labels", "classes", "patient_ids")
+    paths: Sequence[str | Path],
+    keys: tuple[str, ...] = ("images", "masks", "labels", "classes", "patient_ids"),
 ) -> dict[str, np.ndarray]:
     """Concatenate `keys` of several .npz files (no pickles are loaded).
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import SupportsFloat
 
 import numpy as np
 import pydicom
@@ -179,7 +180,7 @@ def to_uint8(ds: pydicom.Dataset) -> np.ndarray:
     return np.rint(image * 255.0).astype(np.uint8)
 
 
-def _first(value: object) -> float:
+def _first(value: SupportsFloat | pydicom.multival.MultiValue) -> float:
     return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)
 
 

@@ -77,7 +77,7 @@ def _unpack(layout: struct.Struct, data: bytes | _FileBytes, pos: int) -> tuple:
     return layout.unpack(data[pos : pos + layout.size])
 
 
-def _element(data: bytes, pos: int) -> tuple[int, bytes, int, int] | None:
+def _element(data: bytes | _FileBytes, pos: int) -> tuple[int, bytes, int, int] | None:
     """(tag, VR, length, value offset) of the explicit-VR LE element at `pos`, or None."""
     if pos + 8 > len(data):
         return None
@@ -91,11 +91,11 @@ def _element(data: bytes, pos: int) -> tuple[int, bytes, int, int] | None:
     return (group << 16) | elem, vr, _unpack(_U16, data, pos + 6)[0], pos + 8
 
 
-def _single_fragment(data: bytes, pos: int) -> tuple[tuple[int, int], int] | None:
+def _single_fragment(data: bytes | _FileBytes, pos: int) -> tuple[tuple[int, int], int] | None:
     """([start, end) of the one fragment, offset after the delimiter) of encapsulated pixel data
     starting at `pos`, or None unless it is exactly: offset table item, one fragment, sequence
     delimiter."""
-    items = []
+    items: list[tuple[int, int]] = []
     while pos + 8 <= len(data):
         group, elem, length = _unpack(_ITEM_HEADER, data, pos)
         tag, pos = (group << 16) | elem, pos + 8
@@ -172,7 +172,8 @@ def copyable_frame(path: str | Path) -> memoryview | None:
     A view into the file's bytes, not a copy: copying a 400 kB frame (fresh pages, faulted in)
     cost more than reading the file (README.md, Performance: dicom_to_jpg)."""
     try:
-        found = scan(Path(path).read_bytes())  # the whole frame is wanted: one read
+        data = Path(path).read_bytes()  # the whole frame is wanted: one read
+        found = scan(data)
     except OSError:
         return None
     if found is None or not found.whole_jpeg():
@@ -192,9 +193,9 @@ def copyable_frame(path: str | Path) -> memoryview | None:
     ):
         return None
     start, end = found.frame_at
-    if found.data[end - 2 : end] == b"\xd9\x00":  # EOI, then the fragment's pad byte
+    if data[end - 2 : end] == b"\xd9\x00":  # EOI, then the fragment's pad byte
         end -= 1
-    return memoryview(found.data)[start:end]
+    return memoryview(data)[start:end]
 
 
 def header_info(path: str | Path) -> DicomInfo | None:
@@ -224,9 +225,10 @@ def _info(found: Scan) -> DicomInfo | None:
         frames = int(found.text(FRAMES) or 1)
     except (TypeError, ValueError):
         return None
+    if modality is None or view is None or sex is None or age is None or rows is None or cols is None:
+        return None
     if (
-        None in (modality, view, sex, age, rows, cols)
-        or (modality and modality not in RADIOGRAPH_MODALITIES)
+        (modality and modality not in RADIOGRAPH_MODALITIES)
         or not (rows >= 1 and cols >= 1 and rows * cols <= MAX_PIXELS)
         or found.ushort(SAMPLES, 1) != 1
         or frames != 1

@@ -56,7 +56,9 @@ def training_jpg(data: bytes) -> bytes | None:
     if data.startswith(JPEG_MAGIC):
         return data
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    ok, encoded = (False, None) if image is None else cv2.imencode(".jpg", image)
+    if image is None:
+        return None
+    ok, encoded = cv2.imencode(".jpg", image)
     return encoded.tobytes() if ok else None
 
 
@@ -68,13 +70,13 @@ def read_source(path: str | Path) -> Source:
     try:
         if is_dicom(path):
             check_dataset(read_dataset(path))
-            data = bytes(dicom_to_jpg_bytes(path)[0])
+            data: bytes | None = bytes(dicom_to_jpg_bytes(path)[0])
         else:
             data = training_jpg(path.read_bytes())
     except ValueError as exc:  # DicomError is a ValueError
         raise ValueError(f"{path}: {exc}") from exc
     image = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    if image is None:
+    if data is None or image is None:
         raise ValueError(f"{path}: not a DICOM, JPG or PNG image that can be decoded")
     return Source(data, image)
 

@@ -107,7 +107,8 @@ def read_labels(labels_csv: str | Path, classes_csv: str | Path) -> tuple[Labels
         elif result.target[pid] != target:
             refuse(labels_csv, index + 2, pid, "rows of this patient disagree on Target")
         if target == 1:
-            result.boxes[pid].append(tuple(float(row[c]) for c in ("x", "y", "width", "height")))
+            x, y, w, h = (float(row[c]) for c in ("x", "y", "width", "height"))
+            result.boxes[pid].append((x, y, w, h))
 
     for index, row in classes.drop_duplicates().iterrows():
         pid = row.patientId

@@ -54,7 +54,10 @@ def weights_file(model: str, weights: str | None) -> Path | None:
 
 def missing_weights_message(model: str, weights: str) -> str:
     """What to do when the hub cache has no file for `weights` and it cannot be downloaded."""
-    file_name = WEIGHT_FILES[model][imagenet_name(model, weights)]
+    enum_name = imagenet_name(model, weights)
+    if enum_name is None:
+        raise ValueError(f"models.{model}.weights={weights!r} names a file, not torchvision's weights")
+    file_name = WEIGHT_FILES[model][enum_name]
     return (
         f"models.{model}.weights={weights!r} needs torchvision's {file_name} in {hub_checkpoints()} "
         f"(torch's hub cache; set TORCH_HOME to move it) and it could not be downloaded from "

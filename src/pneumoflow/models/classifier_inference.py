@@ -11,13 +11,23 @@ from pneumoflow.models import classifiers, torchdata
 
 
 def load_classifier(name: str, path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """(the classifier in eval mode on the CPU, what was saved with it: head, img_size, threshold,
-    threshold_rule) from a model.pt that train_classifier.save_model wrote (weights_only: no pickles)."""
+    """(the classifier in eval mode on the CPU, what was saved with it: head, img_size,
+    normalization, threshold, threshold_rule) from a model.pt that training.classifier.save_model
+    wrote (weights_only: no pickles)."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise ValueError(f"{path} is not a pneumoflow classifier (model.pt of train_{name}); retrain it")
     if saved["arch"] != name:
         raise ValueError(f"{path} holds a {saved['arch']} classifier, not {name}")
+    # files saved before the key existed were all trained on this normalization
+    normalization = saved.get("normalization", torchdata.NORMALIZATION)
+    if {
+        k: tuple(v) if isinstance(v, list) else v for k, v in normalization.items()
+    } != torchdata.NORMALIZATION:
+        raise ValueError(
+            f"{path} was trained on inputs normalized as {normalization}, but this pneumoflow feeds "
+            f"{torchdata.NORMALIZATION}; use the pneumoflow version that trained it, or retrain"
+        )
     # built on the meta device: no random init (2 s for VGG16), every tensor comes from the file;
     # contiguous, as a copy into a built model would be (training saves channels-last weights)
     with torch.device("meta"):

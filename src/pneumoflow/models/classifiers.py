@@ -146,7 +146,7 @@ def ensure_weights(name: str, weights: str | None) -> Path | None:
     """The local file for a `weights:` value, downloading torchvision's file into torch's hub cache
     when it is missing there (as torchvision does). WeightsError when that fails (offline)."""
     path = catalog.weights_file(name, weights)
-    if path is None or path.is_file() or catalog.imagenet_name(name, weights) is None:
+    if weights is None or path is None or path.is_file() or catalog.imagenet_name(name, weights) is None:
         return path
     url = torchvision_weights(name, weights).url
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,8 +173,8 @@ def build_classifier(name: str, weights: str | None, head: str | None = None) ->
     arch = ARCHS[name]
     kind = head or (PROBE_HEAD if weights is None else SEED_HEAD)
     model = arch.constructor(weights=None)
-    if weights is not None:
-        path = ensure_weights(name, weights)
+    path = ensure_weights(name, weights)
+    if path is not None:  # weights given: None means no pretrained weights
         state = load_state_dict(path, name)
         try:
             model.load_state_dict(state)

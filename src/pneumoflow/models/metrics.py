@@ -174,7 +174,8 @@ def parse_prediction_string(text: str) -> list[ScoredBox]:
             f"PredictionString needs groups of 5 numbers (conf x y w h), got {len(values)} values"
         )
     numbers = [float(v) for v in values]
-    return [tuple(numbers[i : i + 5]) for i in range(0, len(numbers), 5)]
+    groups = (numbers[i : i + 5] for i in range(0, len(numbers), 5))
+    return [(conf, x, y, w, h) for conf, x, y, w, h in groups]
 
 
 def format_prediction_string(boxes: Sequence[ScoredBox]) -> str:

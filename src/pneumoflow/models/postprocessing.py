@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,7 +68,8 @@ class PostProcess:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown PostProcess keys {unknown}; valid keys: {sorted(names)}")
-        return cls(**{k: (None if v is None else float(v)) for k, v in data.items()})
+        values = {k: (None if v is None else float(v)) for k, v in data.items()}
+        return cls(**values)  # type: ignore[arg-type]  # a None where a float belongs fails __post_init__
 
 
 def _components(prob: np.ndarray, threshold: float) -> np.ndarray:
@@ -108,7 +110,7 @@ def boxes(
     the gate drops the image or nothing is above the threshold.
     """
     kept = _finish(_components(prob, pp.threshold), prob.shape, rows, cols, pp, classifier_prob)
-    return [tuple(float(v) for v in row) for row in kept]
+    return [(float(c), float(x), float(y), float(w), float(h)) for c, x, y, w, h in kept]
 
 
 def _grid(grid: Mapping[str, Sequence] | None, gated: bool) -> dict[str, tuple]:
@@ -184,7 +186,7 @@ def tune(
     cls = np.ones(n) if classifier_probs is None else np.asarray(classifier_probs, np.float64)
     truth_lists = [list(truths[pid]) for pid in patient_ids]
     has_truth = np.array([bool(t) for t in truth_lists])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for threshold in grid["threshold"]:
         comps = [_components(p, threshold) for p in probs]  # the only labelling pass
         for min_area, shrink in itertools.product(grid["min_area"], grid["shrink"]):

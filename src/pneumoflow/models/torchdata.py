@@ -9,6 +9,8 @@ from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# What to_model_input does, as saved in each model.pt (training.classifier.save_model)
+NORMALIZATION = {"input": "uint8 grayscale / 255, as 3 channels", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:

@@ -203,11 +203,12 @@ def _write_csvs(out: Path, cases: list[Case]) -> None:
     with atomic_path(out / LABELS_CSV) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["patientId", "x", "y", "width", "height", "Target"])
+        no_box: list[tuple[str, ...]] = [("", "", "", "")]
         for case in cases:
             target = int(bool(case.boxes))
-            for box in case.boxes or [("", "", "", "")]:
+            for box in case.boxes or no_box:
                 writer.writerow([case.patient_id, *box, target])
     with atomic_path(out / CLASSES_CSV) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["patientId", "class"])
-        writer.writerows([c.patient_id, c.klass] for c in cases for _ in (c.boxes or [None]))
+        writer.writerows([c.patient_id, c.klass] for c in cases for _ in range(max(1, len(c.boxes))))

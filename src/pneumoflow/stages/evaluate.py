@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,7 +53,7 @@ def unet_metrics(counts, labels, patient_ids, raw, post, truths, image_score, th
     Pixel metrics and rsna_score_raw use `threshold` as is; rsna_score and
     empty_rate_negative_postprocessed use the PostProcess `pp` tuned on val.
     """
-    result = measure.overlap_from_counts(counts)
+    result: dict[str, Any] = measure.overlap_from_counts(counts)
     result["rsna_score_raw"] = measure.rsna_score(raw, truths)
     result["rsna_score"] = measure.rsna_score(post, truths)
     negatives = [pid for pid, label in zip(patient_ids, labels, strict=True) if label == 0]

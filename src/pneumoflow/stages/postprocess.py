@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pneumoflow.core.atomic import atomic_path
 from pneumoflow.core.tables import read_manifest, truth_boxes
@@ -31,40 +32,38 @@ def run(
     """Tune PostProcess on the `val` shards' U-Net maps (and, with `gate`, the `gate_with`
     classifier's val probabilities); write the chosen `settings` (JSON) and the `sweep` (CSV),
     track both in the MLflow run beside the U-Net's (`run_id`)."""
-    val_npz, boxes_tsv, gate_predictions, run_id_file = val, boxes, gate, run_id
-    out_json, sweep_csv = settings, sweep
-    data = arrays.load_arrays(val_npz, keys=("images", "patient_ids"))
+    data = arrays.load_arrays(val, keys=("images", "patient_ids"))
     ids = list(data["patient_ids"])
     if not ids:
         raise ValueError("the val split has no images to tune the post-processing on")
     probs = unet_probs(load_unet(model), data["images"])
     frame = read_manifest(manifest).set_index("patientId")
     frames = [(int(frame.rows[pid]), int(frame.cols[pid])) for pid in ids]
-    truths = truth_boxes(boxes_tsv, ids)
-    best, table = tune(probs, frames, truths, ids, gate_probabilities(gate_predictions, ids))
+    truths = truth_boxes(boxes, ids)
+    best, table = tune(probs, frames, truths, ids, gate_probabilities(gate, ids))
     default = table[
         (table.threshold == 0.5) & (table.min_area == 0) & (table.shrink == 1) & table.gate.isna()
     ]
-    summary = {
+    summary: dict[str, Any] = {
         **best.to_dict(),
         "gate_with": gate_with if best.gate is not None else None,
         "val_rsna_score": float(table.rsna_score.max()),
         "val_rsna_score_default": float(default.rsna_score.iloc[0]) if len(default) else float("nan"),
         "n_val": len(ids),
     }
-    with atomic_path(sweep_csv) as tmp:
+    with atomic_path(sweep) as tmp:
         table.to_csv(tmp, index=False)
-    with atomic_path(out_json) as tmp:
+    with atomic_path(settings) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
-    settings = TrackingSettings.from_config(exported_section())
-    client = connect(settings)
+    store = TrackingSettings.from_config(exported_section())
+    client = connect(store)
     if client is not None:
-        unet_run = Path(run_id_file).read_text().strip()
+        unet_run = Path(run_id).read_text().strip()
         params = {k: ("none" if v is None else v) for k, v in summary.items() if not k.startswith("val_")}
         tags = {"pneumoflow.kind": "postprocess", "pneumoflow.unet_run": unet_run}
         with model_run.ModelRun(
-            client, experiment_id(client, settings), "unet_postprocess", params, tags
+            client, experiment_id(client, store), "unet_postprocess", params, tags
         ) as run:
             run.log_metrics({k: v for k, v in summary.items() if k.startswith("val_")})
-            run.log_outputs({"postprocess.json": out_json, "sweep.csv": sweep_csv})
+            run.log_outputs({"postprocess.json": settings, "sweep.csv": sweep})
     return best

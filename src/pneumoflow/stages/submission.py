@@ -63,12 +63,12 @@ def write_submission(
 
     pp = postprocess.load(postprocess_json)
     scorer = None
-    if pp.gate is not None and gate_model is None:
-        raise ValueError(
-            f"{postprocess_json} gates boxes on {gate_with or 'a classifier'}, but no model for it was "
-            "given; rerun the pipeline (rule postprocess) or train that classifier"
-        )
     if pp.gate is not None:
+        if gate_with is None or gate_model is None:
+            raise ValueError(
+                f"{postprocess_json} gates boxes on {gate_with or 'a classifier'}, but no model for it was "
+                "given; rerun the pipeline (rule postprocess) or train that classifier"
+            )
         # PyTorch before TensorFlow: with these wheels the other order crashes the process
         from pneumoflow.models.scorers import load_scorer
 

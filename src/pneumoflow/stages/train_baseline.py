@@ -41,40 +41,39 @@ def run(
     choose its threshold on `val`; write `model` (JSON), `val_predictions` and the MLflow
     `run_id`. `code`: the rule's code digest (default: of this module's closure)."""
     section, tags = json.loads(settings), run_tags(rule, data_source)
-    train_npz, val_npz, model_out, val_predictions_out = train, val, model, val_predictions
     cfg = BaselineConfig.from_config(section)
-    train = arrays.load_arrays(train_npz, keys=("images", "labels"))
-    val = arrays.load_arrays(val_npz, keys=("images", "labels", "patient_ids"))
-    if len(np.unique(train["labels"])) < 2:
+    train_data = arrays.load_arrays(train, keys=("images", "labels"))
+    val_data = arrays.load_arrays(val, keys=("images", "labels", "patient_ids"))
+    if len(np.unique(train_data["labels"])) < 2:
         raise ValueError("the train split holds one class only: the baseline has nothing to separate")
     parts, params = run_cache.stage_identity(
         dataclasses.asdict(cfg),
         split_seed=split_seed,
-        data_files=[*train_npz, *val_npz],
+        data_files=[*train, *val],
         manifest=manifest,
         code=code or codeclosure.code_digest(__file__),
         libraries=["scikit-learn", "opencv-python-headless", "numpy"],
-        counts={"n_train": len(train["labels"]), "n_val": len(val["labels"])},
+        counts={"n_train": len(train_data["labels"]), "n_val": len(val_data["labels"])},
     )
 
     def work(run: ModelRun) -> None:
-        run_cache.log_split_inputs(run, manifest, cfg.img_size, train=train_npz, val=val_npz)
-        fitted = fit(train["images"], train["labels"], cfg)
-        val_probs = probabilities(fitted, val["images"])
-        fitted["threshold"] = thresholds.youden_threshold(val["labels"], val_probs)
+        run_cache.log_split_inputs(run, manifest, cfg.img_size, train=train, val=val)
+        fitted = fit(train_data["images"], train_data["labels"], cfg)
+        val_probs = probabilities(fitted, val_data["images"])
+        fitted["threshold"] = thresholds.youden_threshold(val_data["labels"], val_probs)
         fitted["threshold_rule"] = thresholds.RULE
         fitted["description"] = f"logistic regression on {cfg.pixels}x{cfg.pixels} pixels (C={cfg.C})"
-        with atomic_path(model_out) as tmp:
+        with atomic_path(model) as tmp:
             tmp.write_text(json.dumps(fitted))
-        with atomic_path(val_predictions_out) as tmp:
+        with atomic_path(val_predictions) as tmp:
             pd.DataFrame(
-                {"patientId": val["patient_ids"], "probability": val_probs, "label": val["labels"]}
+                {"patientId": val_data["patient_ids"], "probability": val_probs, "label": val_data["labels"]}
             ).to_csv(tmp, index=False)
         from sklearn.metrics import roc_auc_score
 
-        val_acc = float(((val_probs >= fitted["threshold"]) == (val["labels"] == 1)).mean())
-        both = len(np.unique(val["labels"])) == 2
-        val_auc = roc_auc_score(val["labels"], val_probs) if both else float("nan")
+        val_acc = float(((val_probs >= fitted["threshold"]) == (val_data["labels"] == 1)).mean())
+        both = len(np.unique(val_data["labels"])) == 2
+        val_auc = roc_auc_score(val_data["labels"], val_probs) if both else float("nan")
         run.log_metrics({"val_acc": val_acc, "val_roc_auc": val_auc, "threshold": fitted["threshold"]})
         log.info("baseline: val accuracy %.4f at threshold %.4f", val_acc, fitted["threshold"])
 
@@ -84,7 +83,7 @@ def run(
         params=params,
         tags={**tags, "pneumoflow.head": f"logistic regression on {cfg.pixels}x{cfg.pixels} pixels"},
         fingerprint_parts=parts,
-        outputs={"model.json": model_out, "val_predictions.csv": val_predictions_out},
+        outputs={"model.json": model, "val_predictions.csv": val_predictions},
         run_id_out=run_id,
         work=work,
     )

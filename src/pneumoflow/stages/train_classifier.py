@@ -19,9 +19,9 @@ from pneumoflow.models import catalog, classifier_inference, classifiers, thresh
 from pneumoflow.tracking import run_cache
 from pneumoflow.tracking.model_run import ModelRun
 from pneumoflow.tracking.settings import TrackingSettings, exported_section
+from pneumoflow.training.checkpoints import best_weights
 from pneumoflow.training.classifier import (
     ClassifierConfig,
-    best_weights,
     describe_head,
     fit,
     load_split,
@@ -77,73 +77,72 @@ def run(
     weights hashes, the head and the threshold), per-epoch metrics, history, curves and the
     model to MLflow; writes the val split's probabilities (patientId, probability, label).
     """
-    name, section = arch, json.loads(settings)
+    section = json.loads(settings)
     tags = run_tags(rule, data_source)
-    train_npz, val_npz = train, val
-    model_out, history_out, curves_out, val_predictions_out = model, history, curves, val_predictions
-    cfg = ClassifierConfig.from_config(name, section).on(training_device())
+    cfg = ClassifierConfig.from_config(arch, section).on(training_device())
     if cfg.weights is None:
         log.warning(describe_head(cfg, classifiers.PROBE_HEAD))
     else:
-        classifiers.build_classifier(name, cfg.weights)  # a bad weights file stops us before anything else
+        classifiers.build_classifier(arch, cfg.weights)  # a bad weights file stops us before anything else
     kind = classifiers.PROBE_HEAD if cfg.weights is None else classifiers.SEED_HEAD
     tags["pneumoflow.head"] = describe_head(cfg, kind)
     tags["pneumoflow.threshold_rule"] = thresholds.RULE
-    train, val = load_split(train_npz, "train"), load_split(val_npz, "val")
-    weights_file = catalog.weights_file(name, cfg.weights)
+    # load_split only reads its list: its list[str | Path] should be a Sequence (training/classifier.py)
+    train_rows, val_rows = load_split(train, "train"), load_split(val, "val")
+    weights_file = catalog.weights_file(arch, cfg.weights)
     weights_hash = run_cache.hash_files([weights_file])[:16] if weights_file else "none"
     parts, params = run_cache.stage_identity(
         dataclasses.asdict(cfg),
         split_seed=split_seed,
-        data_files=[*train_npz, *val_npz],
+        data_files=[*train, *val],
         manifest=manifest,
         code=code or codeclosure.code_digest(__file__),
         libraries=["torch", "torchvision", "numpy"],
         inputs={"weights": weights_hash},
-        counts={"n_train": len(train[1]), "n_val": len(val[1])},
+        counts={"n_train": len(train_rows[1]), "n_val": len(val_rows[1])},
     )
     fingerprint = run_cache.fingerprint(parts)
 
     def work(run: ModelRun) -> None:
-        run_cache.log_split_inputs(run, manifest, cfg.img_size, train=train_npz, val=val_npz)
-        fitted_history, val_probs = fit(
+        run_cache.log_split_inputs(run, manifest, cfg.img_size, train=train, val=val)
+        trained, val_probs = fit(
             cfg,
-            train,
-            val,
-            model_out=Path(model_out),
+            train_rows,
+            val_rows,
+            model_out=Path(model),
             checkpoint=Path(checkpoint),
             run=run,
             fingerprint=fingerprint,
             threads=threads,
         )
-        with atomic_path(history_out) as tmp:
-            fitted_history.to_csv(tmp, index=False)
-        val_ids = arrays.load_arrays(val_npz, keys=("patient_ids",))["patient_ids"]
-        with atomic_path(val_predictions_out) as tmp:
-            table = pd.DataFrame({"patientId": val_ids, "probability": val_probs, "label": val[1]})
+        with atomic_path(history) as tmp:
+            trained.to_csv(tmp, index=False)
+        val_ids = arrays.load_arrays(val, keys=("patient_ids",))["patient_ids"]
+        with atomic_path(val_predictions) as tmp:
+            table = pd.DataFrame({"patientId": val_ids, "probability": val_probs, "label": val_rows[1]})
             table.to_csv(tmp, index=False)
-        plots.plot_curves(fitted_history, ["loss", "acc"], curves_out, f"{name}: learning curves")
-        best = fitted_history.loc[fitted_history.val_acc.idxmax()]
-        _, saved = classifier_inference.load_classifier(name, model_out)
+        plots.plot_curves(trained, ["loss", "acc"], curves, f"{arch}: learning curves")
+        best = trained.loc[trained.val_acc.idxmax()]
+        _, saved = classifier_inference.load_classifier(arch, model)
         run.log_metrics(
             {"best_val_acc": best.val_acc, "best_epoch": best.epoch, "threshold": saved["threshold"]}
         )
         log.info("operating threshold %.4f (%s)", saved["threshold"], saved["threshold_rule"])
-        log_torch_model(run, name, Path(model_out), cfg.img_size)
+        log_torch_model(run, arch, Path(model), cfg.img_size)
 
     def drop_training_state() -> None:  # finished and logged: a later run must not resume it
         for path in (Path(checkpoint), best_weights(Path(checkpoint))):
             path.unlink(missing_ok=True)
 
     outputs = {
-        "model.pt": model_out,
-        "history.csv": history_out,
-        "curves.png": curves_out,
-        "val_predictions.csv": val_predictions_out,
+        "model.pt": model,
+        "history.csv": history,
+        "curves.png": curves,
+        "val_predictions.csv": val_predictions,
     }
     return run_cache.run_tracked(
         TrackingSettings.from_config(exported_section()),
-        name=name,
+        name=arch,
         params=params,
         tags=tags,
         fingerprint_parts=parts,

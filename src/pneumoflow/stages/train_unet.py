@@ -41,17 +41,16 @@ def run(
     and the resume state in `backup_dir` are keyed by the same fingerprint.
     """
     section, tags = json.loads(settings), run_tags(rule, data_source)
-    train_npz, val_npz, out_dir = train, val, str(Path(model).parent)
     cfg = UnetConfig.from_config(section)
     unet.check_img_size(cfg.img_size)
-    n_train, n_train_positive = check_split(train_npz, "train", cfg.img_size, need_positive=True)
-    n_val, _ = check_split(val_npz, "val", cfg.img_size, need_positive=False)
-    out = Path(out_dir)
+    n_train, n_train_positive = check_split(train, "train", cfg.img_size, need_positive=True)
+    n_val, _ = check_split(val, "val", cfg.img_size, need_positive=False)
+    out = Path(model).parent
     outputs = {name: out / name for name in ("model.keras", "history.csv", "loss.png", "dice.png")}
     parts, params = run_cache.stage_identity(
         dataclasses.asdict(cfg),
         split_seed=split_seed,
-        data_files=[*train_npz, *val_npz],
+        data_files=[*train, *val],
         manifest=manifest,
         code=code or codeclosure.code_digest(__file__),
         libraries=["tensorflow", "tensorflow-cpu", "keras", "numpy"],
@@ -59,11 +58,11 @@ def run(
     )
 
     def work(run: ModelRun) -> None:
-        run_cache.log_split_inputs(run, manifest, cfg.img_size, train=train_npz, val=val_npz)
+        run_cache.log_split_inputs(run, manifest, cfg.img_size, train=train, val=val)
         history = fit(
             cfg,
-            train_npz,
-            val_npz,
+            train,
+            val,
             model_out=outputs["model.keras"],
             history_out=outputs["history.csv"],
             tensorboard_dir=out / "tensorboard",

@@ -110,7 +110,7 @@ def _create_experiment(client, settings: TrackingSettings):
         if found is None:
             raise
         return found
-    if location is not None and not db.is_absolute():
+    if db is not None and location is not None and not db.is_absolute():
         _set_artifact_location(db, exp_id, location.as_posix())
     return client.get_experiment(exp_id)
 

@@ -15,6 +15,10 @@ import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ class ModelRun:
         self.run_id: str | None = None
         self._held: list = []  # metrics not yet accepted by the store
         self._interval = system_metrics_interval  # seconds between system samples; None: off
-        self._monitor = None
+        self._monitor: SystemMetricsMonitor | None = None
 
     @classmethod
     def attach(cls, client, run_id: str) -> ModelRun:

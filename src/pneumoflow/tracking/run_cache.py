@@ -164,7 +164,7 @@ def run_tracked(
     client = connect(settings)
     exp_id = experiment_id(client, settings) if client else None
     fp = fingerprint(fingerprint_parts)
-    cached = find_cached_run(client, exp_id, fp) if client and settings.reuse_runs else None
+    cached = find_cached_run(client, exp_id, fp) if exp_id is not None and settings.reuse_runs else None
     if cached is not None and _restored(client, cached.info.run_id, outputs, model_output):
         log.info(
             "restored outputs from MLflow run %s (same fingerprint %s): not retrained",

@@ -45,6 +45,8 @@ def comparison_view() -> str:
 
 def view_is_current(tag_value: str | None) -> bool:
     """Whether a stored view tag holds this version's view (its timestamps aside)."""
+    if tag_value is None:
+        return False
     try:
         return json.loads(tag_value)["state"] == json.loads(comparison_view())["state"]
     except (TypeError, ValueError, KeyError):

@@ -1,11 +1,12 @@
 """Training of the VGG16 / ResNet101 classifiers (one module for both, chosen by name).
 
 With ImageNet weights, as in the seed study: CrossEntropyLoss, SGD(lr 0.001,
-momentum 0.9, weight decay 0.01), StepLR(step 10, gamma 0.1), the checkpoint with
+momentum 0.9, weight decay 0.01), StepLR(step 10, gamma 0.1), the weights with
 the best val accuracy kept. Without pretrained weights the linear probe of
-classifiers.py trains with Adam(lr, weight decay) and the same schedule.
+models.classifiers trains with Adam(lr, weight decay) and the same schedule.
 Afterwards the operating threshold is chosen on the validation split (Youden's J)
-and saved with the model. An interrupted run resumes from its last epoch checkpoint.
+and saved with the model. Saving and resuming: training.checkpoints; the frozen
+backbone's features, computed once: training.feature_cache.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +26,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pneumoflow.core.atomic import atomic_path
-from pneumoflow.core.diskrows import DiskRows, save_rows
+from pneumoflow.core.diskrows import DiskRows
 from pneumoflow.formats import arrays
 from pneumoflow.models import classifiers, thresholds, torchdata
 from pneumoflow.tracking.model_run import ModelRun
+from pneumoflow.training import checkpoints
+from pneumoflow.training.feature_cache import (
+    backbone_batches,
+    feature_files,
+    feature_loaders,
+    features_to_input,
+    images_to_input,
+    uses_feature_cache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,53 +81,13 @@ def training_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_split(npz_paths: list[str | Path], name: str) -> tuple[DiskRows, np.ndarray]:
+def load_split(npz_paths: Sequence[str | Path], name: str) -> tuple[DiskRows, np.ndarray]:
     """(images: N rows of (S, S) uint8, read from the .npz files as needed; labels (N,) uint8)
     of one split; clear error when empty. Memory: the labels, not the images."""
     labels = arrays.load_arrays(npz_paths, keys=("labels",))["labels"]
     if len(labels) == 0:
         raise ValueError(f"the {name} split has no images; add data or change split fractions")
     return DiskRows([(path, "images") for path in npz_paths]), labels
-
-
-def images_to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(B, 1, S, S) uint8 batch -> the network's (B, 3, S, S) float32 input on `device`."""
-    return torchdata.to_model_input(images.to(device)).contiguous(memory_format=torch.channels_last)
-
-
-def features_to_input(features: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return features.to(device)
-
-
-def uses_feature_cache(cfg: ClassifierConfig) -> bool:
-    """cache_features: auto -> on without augmentation (the backbone is always frozen); true insists."""
-    augmented = cfg.hflip or cfg.rotate_degrees > 0 or cfg.scale > 0
-    if cfg.cache_features is True and augmented:
-        raise ValueError(
-            f"models.{cfg.name}.cache_features: true needs no augmentation (augmented images give "
-            "new features every epoch); use auto or false"
-        )
-    return cfg.cache_features is True or (cfg.cache_features == "auto" and not augmented)
-
-
-@torch.inference_mode()
-def backbone_batches(backbone: nn.Module, images, device, batch_size: int, amp: bool = False):
-    """Yield (B, D) float32 numpy features of the (S, S) uint8 `images` through the frozen backbone
-    (computed in float16 under `amp`, as the training step's forward pass is)."""
-    backbone.eval()
-    for start in range(0, len(images), batch_size):
-        batch = np.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
-        with torch.autocast(device.type, enabled=amp):
-            features = backbone(images_to_input(torch.from_numpy(batch).unsqueeze(1), device))
-        yield features.float().cpu().numpy()
-
-
-def compute_features(
-    backbone: nn.Module, images, device, batch_size: int, out: Path, amp: bool = False
-) -> DiskRows:
-    """The (D,) float32 features of each (S, S) uint8 image through the frozen backbone, written
-    to the .npy file `out` batch by batch (VGG16's are 100 kB per image at 224 px)."""
-    return save_rows(out, backbone_batches(backbone, images, device, batch_size, amp), len(images))
 
 
 def fit_standardize(model: nn.Module, batches) -> None:
@@ -170,48 +141,6 @@ def evaluate(model, loader, criterion, device, prepare=images_to_input) -> tuple
     return total_loss / n, correct / n, np.concatenate(probs) if probs else np.zeros(0, np.float32)
 
 
-def _loaders(cfg: ClassifierConfig, train, val, threads: int) -> tuple[DataLoader, DataLoader]:
-    transform = torchdata.augmentation(cfg.hflip, cfg.rotate_degrees, cfg.scale)
-    workers = max(threads - 1, 0)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(
-        torchdata.ArrayDataset(*train, transform),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=workers,
-    )
-    val_loader = DataLoader(torchdata.ArrayDataset(*val), batch_size=cfg.batch_size, num_workers=workers)
-    return train_loader, val_loader
-
-
-def _feature_loaders(
-    cfg: ClassifierConfig, backbone, train, val, device, files: tuple[Path, Path]
-) -> tuple[DataLoader, DataLoader]:
-    """Loaders of cached backbone features (kept in `files`), batched and shuffled exactly as
-    _loaders batches images."""
-    started = time.perf_counter()
-    # train features as the training step's forward pass makes them (float16 under amp), val
-    # features in float32 as evaluate() and the evaluate stage make them
-    feats = [
-        compute_features(backbone, images, device, cfg.batch_size, out, amp)
-        for (images, _), out, amp in zip((train, val), files, (cfg.amp, False), strict=True)
-    ]
-    log.info(
-        "cached %s backbone features (%d, %s) in %.1fs",
-        cfg.name,
-        len(feats[0]),
-        feats[0].row_shape,
-        time.perf_counter() - started,
-    )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train_set, val_set = (torchdata.RowDataset(f, y) for f, (_, y) in zip(feats, (train, val), strict=True))
-    return (
-        DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator),
-        DataLoader(val_set, batch_size=cfg.batch_size),
-    )
-
-
 def make_optimizer(cfg: ClassifierConfig, model: nn.Module, kind: str, device) -> torch.optim.Optimizer:
     """The seed's SGD for ImageNet heads; Adam for the linear probe (SGD at lr 0.001 needs far more
     epochs to fit a linear layer on 3,840 standardized features)."""
@@ -229,6 +158,54 @@ def make_optimizer(cfg: ClassifierConfig, model: nn.Module, kind: str, device) -
     )
 
 
+@dataclass
+class EpochData:
+    """What the epochs read: the backbone's cached features (the head trains on them) or the
+    images (the whole model runs); `train_features` are the cached train rows, if any."""
+
+    train_loader: DataLoader
+    val_loader: DataLoader
+    prepare: object  # (batch, device) -> the input of the network trained
+    train_features: DiskRows | None = None
+
+
+def image_loaders(cfg: ClassifierConfig, train, val, threads: int) -> tuple[DataLoader, DataLoader]:
+    transform = torchdata.augmentation(cfg.hflip, cfg.rotate_degrees, cfg.scale)
+    workers = max(threads - 1, 0)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(
+        torchdata.ArrayDataset(train[0], train[1], transform),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=workers,
+    )
+    val_loader = DataLoader(torchdata.ArrayDataset(*val), batch_size=cfg.batch_size, num_workers=workers)
+    return train_loader, val_loader
+
+
+@contextlib.contextmanager
+def epoch_data(
+    cfg: ClassifierConfig, backbone, train, val, device, checkpoint: Path, threads: int
+) -> Iterator[EpochData]:
+    """The loaders of the epochs; cached features are deleted at the end (good for this job only)."""
+    files = feature_files(checkpoint)
+    try:
+        if uses_feature_cache(cfg):
+            train_loader, val_loader = feature_loaders(cfg, backbone, train, val, device, files)
+            yield EpochData(train_loader, val_loader, features_to_input, train_loader.dataset.rows)
+        else:
+            yield EpochData(*image_loaders(cfg, train, val, threads), images_to_input)
+    finally:
+        for path in files:
+            path.unlink(missing_ok=True)
+
+
+def metrics_of(row: dict) -> dict:
+    """A history row as MLflow metrics (the epoch is their step)."""
+    return {k: v for k, v in row.items() if k != "epoch"}
+
+
 def fit(
     cfg: ClassifierConfig,
     train,
@@ -240,13 +217,13 @@ def fit(
     fingerprint: str,
     threads: int = 1,
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Train, keep the best-val-accuracy weights (ties: lower val loss) at `model_out`; return
+    """Train on `train` and `val` ((images, labels) each, from load_split), keep the
+    best-val-accuracy weights (ties: lower val loss) at `model_out` (save_model); return
     (history table, val probabilities (N,) float32 of the kept weights).
 
-    model_out holds {"arch", "head", "img_size", "threshold", "state_dict"} (see save_model).
-    A checkpoint {model, optimizer, lr_scheduler, epoch, history, best, fingerprint} and the
-    best weights so far are written after the first and the last epoch, and in between as
-    CheckpointPacer allows; a later call with the same fingerprint resumes at epoch + 1.
+    A checkpoint is written after the first and the last epoch, and in between as
+    checkpoints.CheckpointPacer allows; a later call with the same fingerprint resumes at
+    the next epoch.
     """
     torch.manual_seed(cfg.seed)  # also fixes the probe's random backbone
     device = training_device()
@@ -263,49 +240,29 @@ def fit(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
     criterion = nn.CrossEntropyLoss()
-    history, best, start = [], (-1.0, -np.inf), 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"], strict=False)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["lr_scheduler"])
-            history, best, start = state["history"], tuple(state["best"]), state["epoch"] + 1
-            log.info("resuming from %s at epoch %d of %d", checkpoint, start + 1, cfg.epochs)
-            for row in history:  # the new run gets the earlier epochs too
-                run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        else:
-            log.info("ignoring checkpoint %s: it belongs to other settings or data", checkpoint)
-    backbone, head = classifiers.split_backbone(cfg.name, model)
-    feature_files = tuple(
-        checkpoint.with_name(f"features-{s}-{checkpoint.stem}.npy") for s in ("train", "val")
-    )
+
+    progress = checkpoints.resume(checkpoint, fingerprint, model, optimizer, scheduler)
+    if progress.start:
+        log.info("resuming from %s at epoch %d of %d", checkpoint, progress.start + 1, cfg.epochs)
+    for row in progress.history:  # the new MLflow run gets the earlier epochs too
+        run.log_metrics(metrics_of(row), step=row["epoch"])
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if uses_feature_cache(cfg):
-            net, prepare = head, features_to_input
-            train_loader, val_loader = _feature_loaders(cfg, backbone, train, val, device, feature_files)
-            train_features = train_loader.dataset.rows
-        else:
-            net, prepare = model, images_to_input
-            train_loader, val_loader = _loaders(cfg, train, val, threads)
-            train_features = None
-        for _ in range(start):  # a resumed run draws the batch orders the first run would have
-            list(train_loader.sampler)
-        if kind == classifiers.PROBE_HEAD and start == 0:
-            if train_features is None:
-                batches = backbone_batches(backbone, train[0], device, cfg.batch_size)
-            else:
-                batches = (train_features[i] for i in range(len(train_features)))
-                batches = (np.asarray(row)[None] for row in batches)
-            fit_standardize(model, batches)
-        saver, best_state = CheckpointPacer(), None  # best_state: best weights not yet on disk
-        for epoch in range(start, cfg.epochs):
+    backbone, head = classifiers.split_backbone(cfg.name, model)
+
+    with epoch_data(cfg, backbone, train, val, device, checkpoint, threads) as data:
+        net = model if data.train_features is None else head
+        for _ in range(progress.start):  # a resumed run draws the batch orders the first run would have
+            list(data.train_loader.sampler)
+        if kind == classifiers.PROBE_HEAD and progress.start == 0:
+            fit_standardize(model, _train_feature_batches(data, backbone, train, device, cfg))
+
+        pacer, unsaved_best = checkpoints.CheckpointPacer(), None
+        for epoch in range(progress.start, cfg.epochs):
             started = time.perf_counter()
             train_loss, train_acc = train_one_epoch(
-                net, train_loader, criterion, optimizer, device, scaler, cfg, prepare
+                net, data.train_loader, criterion, optimizer, device, scaler, cfg, data.prepare
             )
-            val_loss, val_acc, _ = evaluate(net, val_loader, criterion, device, prepare)
+            val_loss, val_acc, _ = evaluate(net, data.val_loader, criterion, device, data.prepare)
             scheduler.step()
             row = dict(
                 epoch=epoch,
@@ -316,59 +273,48 @@ def fit(
                 lr=optimizer.param_groups[0]["lr"],
                 seconds=time.perf_counter() - started,
             )
-            history.append(row)
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            progress.history.append(row)
+            run.log_metrics(metrics_of(row), step=epoch)
             log.info(
-                "epoch %d/%d %s",
-                epoch + 1,
-                cfg.epochs,
-                {k: round(v, 4) for k, v in row.items() if k != "epoch"},
+                "epoch %d/%d %s", epoch + 1, cfg.epochs, {k: round(v, 4) for k, v in metrics_of(row).items()}
             )
-            if (val_acc, -val_loss) > best:
-                best, best_state = (val_acc, -val_loss), _copied(changing_state(model))
-            if epoch == cfg.epochs - 1 or saver.due():
-                with saver.writing():
-                    if best_state is not None:
-                        with atomic_path(best_weights(checkpoint)) as tmp:
-                            torch.save(best_state, tmp)
-                        best_state = None
-                    with atomic_path(checkpoint) as tmp:
-                        torch.save(
-                            {
-                                "model": changing_state(model),
-                                "optimizer": optimizer.state_dict(),
-                                "lr_scheduler": scheduler.state_dict(),
-                                "epoch": epoch,
-                                "history": history,
-                                "best": list(best),
-                                "fingerprint": fingerprint,
-                                "config": dataclasses.asdict(cfg),
-                            },
-                            tmp,
-                        )
-        # the best weights live beside the checkpoint, so a job killed after its last epoch
-        # (its outputs deleted by Snakemake) still has them on the rerun
-        model.load_state_dict(
-            torch.load(best_weights(checkpoint), map_location="cpu", weights_only=True), strict=False
-        )
-        _, _, val_probs = evaluate(net, val_loader, criterion, device, prepare)
-    finally:  # the feature cache is only good for this job
-        for path in feature_files:
-            path.unlink(missing_ok=True)
+            if (val_acc, -val_loss) > progress.best:
+                progress.best = (val_acc, -val_loss)
+                unsaved_best = checkpoints.copied(checkpoints.changing_state(model))
+            if epoch == cfg.epochs - 1 or pacer.due():
+                with pacer.writing():
+                    checkpoints.save(
+                        checkpoint, model, optimizer, scheduler, progress,
+                        fingerprint=fingerprint, config=dataclasses.asdict(cfg), unsaved_best=unsaved_best,
+                    )  # fmt: skip
+                unsaved_best = None
+
+        checkpoints.load_best(checkpoint, model)
+        _, _, val_probs = evaluate(net, data.val_loader, criterion, device, data.prepare)
     threshold = thresholds.youden_threshold(val[1], val_probs)
     save_model(model_out, model.cpu(), cfg, kind, threshold)
-    return pd.DataFrame(history), val_probs
+    return pd.DataFrame(progress.history), val_probs
+
+
+def _train_feature_batches(data: EpochData, backbone, train, device, cfg: ClassifierConfig):
+    """(B, D) batches of the train split's backbone features, for the probe's standardization."""
+    if data.train_features is None:
+        return backbone_batches(backbone, train[0], device, cfg.batch_size)
+    rows = data.train_features
+    return (np.asarray(rows[i])[None] for i in range(len(rows)))
 
 
 def save_model(path: Path, model: nn.Module, cfg: ClassifierConfig, kind: str, threshold: float) -> None:
-    """model.pt: the state dict with what inference needs to rebuild and use it (loads with
-    torch.load(weights_only=True); classifier_inference.load_classifier reads it)."""
+    """model.pt: the state dict with what inference needs to rebuild and use it, so that predict
+    and evaluate need no config (loads with torch.load(weights_only=True);
+    classifier_inference.load_classifier reads it)."""
     with atomic_path(path) as tmp:
         torch.save(
             {
                 "arch": cfg.name,
                 "head": kind,
                 "img_size": cfg.img_size,
+                "normalization": torchdata.NORMALIZATION,
                 "threshold": threshold,
                 "threshold_rule": thresholds.RULE,
                 "description": describe_head(cfg, kind),
@@ -378,62 +324,11 @@ def save_model(path: Path, model: nn.Module, cfg: ClassifierConfig, kind: str, t
         )
 
 
-class CheckpointPacer:
-    """Says when the next checkpoint is due: once the epochs since the last one took at least
-    WORK_PER_WRITE times as long as writing it. Writing costs then at most 1/WORK_PER_WRITE of
-    the training time, and a killed job loses at most about WORK_PER_WRITE writes' worth of
-    epochs. Small heads (ResNet101's 1 MB) are saved after every epoch; VGG16's fc6-fc8 with
-    momentum (956 MB at 224 px, ~1.5 s a write) every ~15 s of training, not every 2 s epoch.
-    """
-
-    WORK_PER_WRITE = 10
-
-    def __init__(self) -> None:
-        self.last_write = 0.0  # seconds the last write took: the first epoch writes at once
-        self.since = time.perf_counter()
-
-    def due(self) -> bool:
-        return time.perf_counter() - self.since >= self.WORK_PER_WRITE * self.last_write
-
-    @contextlib.contextmanager
-    def writing(self):
-        started = time.perf_counter()
-        yield
-        self.since = time.perf_counter()
-        self.last_write = self.since - started
-
-
-def _copied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {key: tensor.clone() for key, tensor in state.items()}
-
-
 def describe_head(cfg: ClassifierConfig, kind: str) -> str:
     """One line saying what was trained, for the log, MLflow and the report."""
     if kind == classifiers.PROBE_HEAD:
         return PROBE_NOTE.format(name=cfg.name)
     return f"seed recipe: {cfg.weights} weights, backbone frozen, the seed's head trained with SGD"
-
-
-def changing_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What training changes: every tensor except those of wholly frozen modules (the backbone
-    comes back from the weights file, or from the seeded random init). Keeps checkpoints small:
-    about 1 MB instead of 170 MB for ResNet101; keeps the probe's Standardize buffers."""
-    keep = {}
-    for prefix, module in model.named_modules():
-        params = list(module.parameters(recurse=False))
-        if params and not any(p.requires_grad for p in params):
-            continue
-        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-        for key, tensor in tensors:
-            if isinstance(tensor, nn.Parameter) and not tensor.requires_grad:
-                continue
-            keep[f"{prefix}.{key}" if prefix else key] = tensor.detach()
-    return keep
-
-
-def best_weights(checkpoint: Path) -> Path:
-    """Where fit keeps the best-val-accuracy state dict while training: beside the checkpoint."""
-    return checkpoint.with_name(f"best-{checkpoint.name}")
 
 
 PROBE_NOTE = (
