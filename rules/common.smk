@@ -5,8 +5,7 @@ import time
 from functools import cache
 from pathlib import Path
 
-from pneumoflow.core import codeclosure
-from pneumoflow.core import provenance
+from pneumoflow.core import codeclosure, provenance, schema
 from pneumoflow.core.canonical import canonical
 from pneumoflow.models.catalog import CLASSIFIERS, imagenet_name, weights_file
 from pneumoflow.core.ids import auto_shard_count, is_plain_id, shard_name, shard_of
@@ -201,13 +200,9 @@ def get_arrays(model, split):
     return expand(f"{RESULTS}/arrays/{size}px/{split}/{{shard}}.npz", shard=SHARDS)
 
 
-# Keys of models.<model> that do not change a trained model: the switch and job resources.
-NEUTRAL_MODEL_KEYS = ("enabled", "gpus", "threads")
-
-
 def get_training_settings(model):
     """models.<model> as canonical JSON, without the keys that do not change the result."""
-    return canonical(config["models"][model], drop=NEUTRAL_MODEL_KEYS)
+    return canonical(config["models"][model], drop=schema.JOB_KEYS)
 
 
 def get_code(script, env):
@@ -241,7 +236,8 @@ def get_result_config():
     """The config without what does not change results (mlflow, job resources), as
     canonical JSON: what the report shows."""
     models = {
-        name: {k: v for k, v in section.items() if k not in NEUTRAL_MODEL_KEYS[1:]}
+        # `enabled` stays: the report shows which models were switched off
+        name: {k: v for k, v in section.items() if k == "enabled" or k not in schema.JOB_KEYS}
         for name, section in config["models"].items()
     }
     return canonical({**config, "models": models}, drop=("mlflow",))

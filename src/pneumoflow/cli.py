@@ -7,6 +7,28 @@ import logging
 import sys
 
 from pneumoflow import __version__
+from pneumoflow.core import schema
+
+
+def _setting(path: str, convert=str):
+    """An argparse type: the text converted, then checked against the config schema at `path`
+    (the default comes from there too: one home for both)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid here ({exc})") from exc
+        try:
+            return schema.check(path, value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
+
+def _int_or_auto(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -16,9 +38,14 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _manifest(args: argparse.Namespace) -> None:
-    from pneumoflow.sources.rsna import run_manifest
+    from pneumoflow.core.ids import auto_shard_count
+    from pneumoflow.sources.rsna import list_dicoms, run_manifest
 
     out = args.out_dir
+    shards = args.shards
+    if shards == "auto":
+        count = len(list_dicoms(args.dicom_dir))
+        shards = auto_shard_count(min(count, args.max_images) if args.max_images else count)
     run_manifest(
         args.labels,
         args.classes,
@@ -28,7 +55,7 @@ def _manifest(args: argparse.Namespace) -> None:
         rejected_out=f"{out}/qc/manifest_rejected.tsv",
         rejected_log=f"{out}/qc/manifest_rejected.tsv",
         max_rejected_fraction=args.max_rejected_fraction,
-        n_shards=args.shards,
+        n_shards=shards,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         seed=args.seed,
@@ -85,9 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic RSNA-format sample")
     p.add_argument("out_dir")
-    p.add_argument("--n", type=int, default=240, help="training images (default 240)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--size", type=int, default=1024, help="image side in pixels")
+    p.add_argument(
+        "--n",
+        type=_setting("data.synthetic.n_images", int),
+        default=schema.default("data.synthetic.n_images"),
+        help="training images (default %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=_setting("data.synthetic.seed", int), default=schema.default("data.synthetic.seed")
+    )
+    p.add_argument(
+        "--size",
+        type=_setting("data.synthetic.image_size", int),
+        default=schema.default("data.synthetic.image_size"),
+        help="image side in pixels (default %(default)s)",
+    )
     p.add_argument("--n-test", type=int, default=None, help="stage_2_test_images count (default n/20, >= 3)")
     p.set_defaults(func=_synth)
 
@@ -96,12 +135,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("classes", help="stage_2_detailed_class_info.csv")
     p.add_argument("dicom_dir", help="folder of <patientId>.dcm")
     p.add_argument("--out-dir", default="results")
-    p.add_argument("--shards", type=int, default=8)
-    p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--test-fraction", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--max-rejected-fraction", type=float, default=0.01)
+    p.add_argument(
+        "--shards",
+        type=_setting("preprocess.shards", _int_or_auto),
+        default=schema.default("preprocess.shards"),
+        help="a number or auto (default %(default)s)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=_setting("split.val_fraction", float),
+        default=schema.default("split.val_fraction"),
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=_setting("split.test_fraction", float),
+        default=schema.default("split.test_fraction"),
+    )
+    p.add_argument("--seed", type=_setting("split.seed", int), default=schema.default("split.seed"))
+    p.add_argument(
+        "--max-images", type=_setting("data.max_images", int), default=schema.default("data.max_images")
+    )
+    p.add_argument(
+        "--max-rejected-fraction",
+        type=_setting("qc.max_rejected_fraction", float),
+        default=schema.default("qc.max_rejected_fraction"),
+    )
     p.set_defaults(func=_manifest)
 
     p = sub.add_parser("dicom-to-jpg", help="one shard of DICOMs -> JPGs")
@@ -148,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="store to open (default: MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db)",
     )
-    p.add_argument("--experiment", default="pneumonia", help="experiment to open (mlflow.experiment)")
+    p.add_argument(
+        "--experiment",
+        default=schema.default("mlflow.experiment"),
+        help="experiment to open (mlflow.experiment)",
+    )
     p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     p.set_defaults(func=_ui)
 

@@ -16,20 +16,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pneumoflow.core import schema
+
 log = logging.getLogger(__name__)
+
+
+_DEFAULTS = schema.defaults("models.baseline")  # every default from the schema
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
     """Config `models.baseline`."""
 
-    img_size: int = 128
-    pixels: int = 32
-    C: float = 0.1  # noqa: N815 (scikit-learn's name)
+    img_size: int = _DEFAULTS["img_size"]
+    pixels: int = _DEFAULTS["pixels"]
+    C: float = _DEFAULTS["C"]  # noqa: N815 (scikit-learn's name)
 
     @classmethod
     def from_config(cls, section: dict) -> BaselineConfig:
-        return cls(**{k: v for k, v in section.items() if k not in ("enabled", "threads", "gpus")})
+        return cls(**{k: v for k, v in section.items() if k not in schema.JOB_KEYS})
 
 
 def downsample(images: np.ndarray, pixels: int) -> np.ndarray:

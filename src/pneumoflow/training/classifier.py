@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pneumoflow.core import schema
 from pneumoflow.core.atomic import atomic_path
 from pneumoflow.core.diskrows import DiskRows
 from pneumoflow.formats import arrays
@@ -43,31 +44,35 @@ from pneumoflow.training.feature_cache import (
 log = logging.getLogger(__name__)
 
 
+# every default from the schema (config models.<vgg16|resnet101>), augment flattened
+_DEFAULTS = {**schema.defaults("models.vgg16"), **schema.defaults("models.vgg16")["augment"]}
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     """One classifier's training settings (config `models.<name>`)."""
 
     name: str
-    img_size: int = 224
-    weights: str | None = None
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.01
-    step_size: int = 10
-    gamma: float = 0.1
-    hflip: bool = False
-    rotate_degrees: float = 0.0
-    scale: float = 0.0
-    seed: int = 42
-    amp: bool = False
-    cache_features: bool | str = "auto"
+    img_size: int = _DEFAULTS["img_size"]
+    weights: str | None = _DEFAULTS["weights"]
+    epochs: int = _DEFAULTS["epochs"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
+    momentum: float = _DEFAULTS["momentum"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    step_size: int = _DEFAULTS["step_size"]
+    gamma: float = _DEFAULTS["gamma"]
+    hflip: bool = _DEFAULTS["hflip"]
+    rotate_degrees: float = _DEFAULTS["rotate_degrees"]
+    scale: float = _DEFAULTS["scale"]
+    seed: int = _DEFAULTS["seed"]
+    amp: bool = _DEFAULTS["amp"]
+    cache_features: bool | str = _DEFAULTS["cache_features"]
 
     @classmethod
     def from_config(cls, name: str, section: dict) -> ClassifierConfig:
         """From config `models.<name>`: `augment` flattened; job resources and the switch left out."""
-        values = {k: v for k, v in section.items() if k not in ("enabled", "augment", "gpus", "threads")}
+        values = {k: v for k, v in section.items() if k not in (*schema.JOB_KEYS, "augment")}
         return cls(name=name, **values, **section.get("augment", {}))
 
     def on(self, device: torch.device) -> ClassifierConfig:

@@ -14,30 +14,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pneumoflow.core import schema
 from pneumoflow.core.atomic import atomic_path
 from pneumoflow.models import unet
 
 log = logging.getLogger(__name__)
 
 
+_DEFAULTS = schema.defaults("models.unet")  # every default from the schema
+
+
 @dataclass(frozen=True)
 class UnetConfig:
     """U-Net training settings (config `models.unet`)."""
 
-    img_size: int = 256
-    epochs: int = 12
-    batch_size: int = 8
-    lr: float = 0.001
-    patience: int = 5
-    shuffle_buffer: int = 256
-    train_on: str = "positives"
-    augment: bool = False
-    mixed_precision: bool = False
-    seed: int = 42
+    img_size: int = _DEFAULTS["img_size"]
+    epochs: int = _DEFAULTS["epochs"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
+    patience: int = _DEFAULTS["patience"]
+    shuffle_buffer: int = _DEFAULTS["shuffle_buffer"]
+    train_on: str = _DEFAULTS["train_on"]
+    augment: bool = _DEFAULTS["augment"]
+    mixed_precision: bool = _DEFAULTS["mixed_precision"]
+    seed: int = _DEFAULTS["seed"]
 
     @classmethod
     def from_config(cls, section: dict) -> UnetConfig:
-        return cls(**{k: v for k, v in section.items() if k not in ("enabled", "gpus", "threads")})
+        return cls(**{k: v for k, v in section.items() if k not in schema.JOB_KEYS})
 
 
 def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: bool) -> tuple[int, int]:
