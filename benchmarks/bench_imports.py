@@ -24,19 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def import_lines(script: Path) -> str:
-    """The script's module-level import statements as code; where it branches (dicom_to_jpg.py on
-    data.source), those of the last branch: the DICOM path, what the default and RSNA runs take."""
-
-    def imports(body: list[ast.stmt]) -> list[str]:
-        lines = []
-        for node in body:
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                lines.append(ast.unparse(node))
-            elif isinstance(node, ast.If):
-                lines += imports(node.orelse or node.body)
-        return lines
-
-    return "\n".join(imports(ast.parse(script.read_text()).body))
+    """The script's module-level import statements as code: core.job and the rule's stage module.
+    Not counted: what run() imports when it runs (the data source's reader, sources.readers)."""
+    body = ast.parse(script.read_text()).body
+    return "\n".join(ast.unparse(node) for node in body if isinstance(node, ast.Import | ast.ImportFrom))
 
 
 def time_imports(code: str, repeat: int, repo: Path) -> tuple[float, list[tuple[str, float]]]:

@@ -1,6 +1,5 @@
 # Setup and small lookup functions shared by all rules.
 import hashlib
-import os
 import time
 from functools import cache
 from pathlib import Path
@@ -8,7 +7,7 @@ from pathlib import Path
 from pneumoflow.core import codeclosure, provenance, schema
 from pneumoflow.core.canonical import canonical
 from pneumoflow.models.catalog import CLASSIFIERS, imagenet_name, weights_file
-from pneumoflow.core.ids import auto_shard_count, is_plain_id, shard_name, shard_of
+from pneumoflow.core.ids import auto_shard_count, shard_name, shard_of
 from pneumoflow.core.jobenv import export_src_path
 from pneumoflow.core.split import SPLITS
 from pneumoflow.sources.readers import reader

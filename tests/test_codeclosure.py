@@ -33,6 +33,7 @@ def test_closure_follows_imports_transitively_and_inside_functions():
         "models/unet_inference.py",
         "models/classifiers.py",
     } <= found
+    assert "training/classifier.py" not in found and "training/checkpoints.py" not in found
     assert "stages/train_classifier.py" not in found and "stages/report.py" not in found
 
 

@@ -45,6 +45,12 @@ def test_a_name_in_two_sections_is_refused():
         arguments(snakemake, stage)
 
 
+def test_a_param_named_like_the_rule_or_its_threads_is_refused():
+    snakemake = job(wildcards={"shard": "00"}, params={"threads": 4})
+    with pytest.raises(ValueError, match=r"params.threads has the name of threads"):
+        arguments(snakemake, stage)
+
+
 def test_a_keyword_the_rule_does_not_give_is_named():
     snakemake = job(wildcards={"shard": "00"}, input={"manifest": "m"})
     with pytest.raises(TypeError, match=r"rule demo gives no npz"):

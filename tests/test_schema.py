@@ -17,6 +17,10 @@ from pneumoflow.training.unet import UnetConfig
     "settings, path",
     [
         (ClassifierConfig("vgg16"), "models.vgg16"),
+        (
+            ClassifierConfig("resnet101"),
+            "models.resnet101",
+        ),  # the defaults ClassifierConfig reads are vgg16's
         (UnetConfig(), "models.unet"),
         (BaselineConfig(), "models.baseline"),
     ],

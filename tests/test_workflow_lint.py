@@ -41,7 +41,9 @@ def test_pre_commit_runs_the_linters_of_make_lint():
         line.strip().removeprefix("$(BIN)/").split(" src ")[0].split(" Snakefile")[0]
         for line in lint.splitlines()[1:]
     }
-    assert entries == {"ruff check", "ruff format --check", "snakefmt --check", "mypy"} and entries <= commands
+    assert (
+        entries == {"ruff check", "ruff format --check", "snakefmt --check", "mypy"} and entries <= commands
+    )
 
 
 def test_mypy_is_clean():

@@ -38,13 +38,13 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _manifest(args: argparse.Namespace) -> None:
-    from pneumoflow.core.ids import auto_shard_count
+    from pneumoflow.core.ids import auto_shard_count, is_plain_id
     from pneumoflow.sources.rsna import list_dicoms, run_manifest
 
     out = args.out_dir
     shards = args.shards
     if shards == "auto":
-        count = len(list_dicoms(args.dicom_dir))
+        count = sum(is_plain_id(pid) for pid in list_dicoms(args.dicom_dir))  # as the Snakefile counts
         shards = auto_shard_count(min(count, args.max_images) if args.max_images else count)
     run_manifest(
         args.labels,

@@ -1,7 +1,8 @@
 """Which code a rule runs: its script plus every pneumoflow module the script reaches.
 
 Snakemake's `code` trigger watches only a rule's `script:` file, and our scripts
-are ten-line wrappers around this package. The rules therefore carry
+are four-line wrappers around this package (each calls
+pneumoflow.stages.<rule>.run). The rules therefore carry
 `code_digest(script)` as a param: an edit to any module a script reaches
 (imported at the top or inside a function, followed transitively, package
 `__init__` files included) changes that digest and reruns the rule's jobs and

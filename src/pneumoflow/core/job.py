@@ -1,11 +1,11 @@
 """From a Snakemake job to a stage's `run()`: one rule keyword, one argument name.
 
-Each `scripts/<rule>.py` is three lines: `start(snakemake)`, import the stage, then
-`run(**arguments(snakemake, run))`. `arguments` hands `run` the rule's wildcards, input,
-output, params and named logs under the names the rule gives them, plus `rule` and
-`threads`; a keyword `run` does not take (the `code` and `images` params, which only
-trigger reruns) is left out. A name found twice, or a keyword of `run` the rule does
-not give, is an error that names it.
+Each `scripts/<rule>.py` is four lines: import this module, `start(snakemake)`, import the
+stage, then `run(**arguments(snakemake, run))`. `arguments` hands `run` the rule's wildcards,
+input, output, params and named logs under the names the rule gives them, plus `rule` and
+`threads`; a keyword `run` does not take is left out (e.g. the `images` param, which only
+triggers reruns, and `code` except where the run cache's fingerprint takes it). A name found
+twice, or a keyword of `run` the rule does not give, is an error that names it.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def convert_shard(manifest_tsv, shard: int, root, out_dir, rejected_out) -> dict
     return counts
 
 
-# The reader interface (sources.readers.Reader).
+# The reader interface (see sources.readers).
 
 
 def list_inputs(data_dir: str | Path) -> list[tuple[str, Path]]:

@@ -169,7 +169,7 @@ def convert_shard(
     return counts
 
 
-# The reader interface (sources.readers.Reader).
+# The reader interface (see sources.readers).
 
 
 def list_inputs(data_dir: str | Path) -> list[tuple[str, os.DirEntry]]:

@@ -155,7 +155,7 @@ def run_tracked(
     `outputs` ({artifact name: path}) are the files `work` writes; they are logged
     under outputs/ and restored from there when a FINISHED run with the same
     fingerprint exists and mlflow.reuse_runs is on. `model_output` names the one of
-    them that `work` logs as the run's MLflow model (mlflow_models.log_model): it is
+    them that `work` logs as the run's MLflow model (tracking.model_files.log_model): it is
     not copied to outputs/ too, but restored from that model. The run id (empty without
     tracking) is written to `run_id_out`. Returns the run id.
     """
