@@ -236,7 +236,11 @@ def get_result_config():
     canonical JSON: what the report shows."""
     models = {
         # `enabled` stays: the report shows which models were switched off
-        name: {k: v for k, v in section.items() if k == "enabled" or k not in schema.JOB_KEYS}
+        name: {
+            k: v
+            for k, v in section.items()
+            if k == "enabled" or k not in schema.JOB_KEYS
+        }
         for name, section in config["models"].items()
     }
     return canonical({**config, "models": models}, drop=("mlflow",))

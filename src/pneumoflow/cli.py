@@ -19,10 +19,15 @@ def _setting(path: str, convert=str):
             value = convert(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"{text!r} is not valid here ({exc})") from exc
+        import jsonschema
+
         try:
-            return schema.check(path, value)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
+            jsonschema.validate(value, {**schema.definition(path), "$defs": schema.schema()["$defs"]})
+        except jsonschema.ValidationError as exc:
+            raise argparse.ArgumentTypeError(
+                f"{exc.message} (config {path} in {schema.SCHEMA_FILE.name})"
+            ) from exc
+        return value
 
     return parse
 

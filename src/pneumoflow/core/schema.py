@@ -2,7 +2,8 @@
 
 The Snakefile validates the config against it (filling in the defaults); the training
 settings (ClassifierConfig, UnetConfig, BaselineConfig) take their defaults from it, and
-the command line takes its defaults from it and checks its values against it.
+the command line takes its defaults from it and checks its values against it (cli._setting,
+with jsonschema: not imported here, so that no training job's environment needs it).
 """
 
 from __future__ import annotations
@@ -46,14 +47,3 @@ def defaults(path: str) -> dict[str, Any]:
     for key, prop in definition(path)["properties"].items():
         found[key] = defaults(f"{path}.{key}") if "properties" in prop else prop.get("default")
     return found
-
-
-def check(path: str, value: Any) -> Any:
-    """`value` when the schema allows it at `path`; else ValueError saying which rule it breaks."""
-    import jsonschema
-
-    try:
-        jsonschema.validate(value, {**definition(path), "$defs": schema()["$defs"]})
-    except jsonschema.ValidationError as exc:
-        raise ValueError(f"{exc.message} (config {path} in {SCHEMA_FILE.name})") from exc
-    return value
