@@ -87,13 +87,11 @@ def get_manifest_inputs(wildcards):
     RSNA layout's two CSVs; for the generated sample, its image folder too."""
     if IMAGEFOLDER:
         return {}
-    inputs = {
+    return {
         "labels": f"{get_data_dir()}/{LABELS_CSV}",
         "classes": f"{get_data_dir()}/{CLASSES_CSV}",
+        "dicoms": get_generated_images(wildcards),
     }
-    if config["data"]["source"] == "synthetic":
-        inputs["dicoms"] = get_train_image_dir()
-    return inputs
 
 
 def get_source_settings():

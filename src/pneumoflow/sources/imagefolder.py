@@ -9,7 +9,6 @@ one extra column, `source`: the image's path relative to the folder.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from pathlib import Path
@@ -151,10 +150,7 @@ def source_settings(config: dict) -> dict:
 
 def write_manifest(data_dir: str | Path, settings: dict, *, n_shards: int, **outputs) -> pd.DataFrame:
     """run_manifest on the tree in `data_dir` (outputs as in sources.rsna.write_manifest)."""
-    classes = settings["classes"]
-    return run_manifest(
-        data_dir, json.loads(classes) if isinstance(classes, str) else classes, n_shards, **outputs
-    )
+    return run_manifest(data_dir, settings["classes"], n_shards, **outputs)
 
 
 def write_jpgs(manifest_tsv, shard: int, data_dir, out_dir, rejected_out) -> dict[str, int]:

@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 
 # every default from the schema (config models.<vgg16|resnet101>), augment flattened
-_DEFAULTS = {**schema.defaults("models.vgg16"), **schema.defaults("models.vgg16")["augment"]}
+_SCHEMA_DEFAULTS = schema.defaults("models.vgg16")
+_DEFAULTS = {**_SCHEMA_DEFAULTS, **_SCHEMA_DEFAULTS["augment"]}
 
 
 @dataclass(frozen=True)
