@@ -55,6 +55,10 @@ def test_no_phi_in_results_mlflow_store_or_logs(tiny_run):
     assert (tiny_run / "results/mlflow.db").is_file() and scanned > 100
 
 
+# a log record's time, "2026-11-27 17:23:40,105": its milliseconds are no age
+LOG_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+
+
 def _age_hits(path: Path, ages: tuple[int, ...], others: set[str]) -> list[str]:
     """Where any of `ages` stands in a file as a number of its own (not inside an id, a longer
     number, a decimal or a percentage), or in DICOM's form (091Y). Lines that name one of the `others`
@@ -76,9 +80,21 @@ def _age_hits(path: Path, ages: tuple[int, ...], others: set[str]) -> list[str]:
         return hits
     number = re.compile(r"(?<![\w.+-])(" + "|".join(map(str, ages)) + r")(?:\.0+)?(?![\w.%])")
     for line in text.splitlines():
-        if number.search(line) and "'system/" not in line and not any(pid in line for pid in others):
+        if (
+            number.search(LOG_TIMESTAMP.sub("", line))
+            and "'system/" not in line
+            and not any(pid in line for pid in others)
+        ):
             hits.append(line[:200])
     return hits
+
+
+def test_age_search_skips_log_times_but_finds_ages_in_the_message(tmp_path):
+    log = tmp_path / "job.log"
+    log.write_text("2026-11-27 17:23:40,105 INFO pneumoflow: 12 images\n")
+    assert _age_hits(log, (91, 105), set()) == []
+    log.write_text("2026-11-27 17:23:40,001 INFO pneumoflow: age 105 kept\n")
+    assert _age_hits(log, (91, 105), set()) == ["2026-11-27 17:23:40,001 INFO pneumoflow: age 105 kept"]
 
 
 @pytest.mark.e2e
