@@ -13,6 +13,7 @@ start-up, scheduling and each job's Python start included.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import cv2
 import pandas as pd
 import pydicom
-from common import WORK, report, sample, timed
+from common import WORK, report, sample, timed, timed_in_turns
 
 from pneumoflow.formats import jpeg as convert
 from pneumoflow.sources.rsna import convert_shard
@@ -86,27 +87,39 @@ def main() -> None:
         manifest2, sep="\t", index=False
     )
     io_limit(paths, fresh(out))  # warm the page cache for every method alike
-    seconds = {
-        "I/O limit (read + write bytes)": timed(lambda: io_limit(paths, fresh(out))),
-        "straightforward loop (pixel_array -> imwrite)": timed(lambda: straightforward(paths, fresh(out)), 1),
-        "ours, 1 process (convert_shard)": timed(lambda: ours(manifest, dicom_dir, fresh(out))),
-        "ours without the fast path (pydicom parse), 1 process": timed(
-            lambda: ours_via_pydicom(manifest, dicom_dir, fresh(out))
-        ),
-    }
+
+    def clean_slate() -> None:
+        # an empty output folder, and the last run's written pages on disk: a run does not pay
+        # for the one before it (without this, the I/O limit alone varied 0.8-3.7 s here)
+        fresh(out)
+        os.sync()
+
+    seconds = timed_in_turns(
+        {
+            "I/O limit (read + write bytes)": lambda: io_limit(paths, out),
+            "ours, 1 process (convert_shard)": lambda: ours(manifest, dicom_dir, out),
+            "ours without the fast path (pydicom parse), 1 process": lambda: ours_via_pydicom(
+                manifest, dicom_dir, out
+            ),
+        },
+        clean_slate,
+    )
+    clean_slate()
+    seconds["straightforward loop (pixel_array -> imwrite)"] = timed(lambda: straightforward(paths, out), 1)
 
     # Worker processes are started (and have imported everything) before the clock starts,
     # as Snakemake's jobs are: the figure is the conversion, not Python start-up.
-    for workers in (1, 2):
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(ours, [manifest2] * 2, [dicom_dir] * 2, [fresh(out)] * 2, [0, 1]))  # warm
+    with ProcessPoolExecutor(1) as one_worker, ProcessPoolExecutor(2) as two_workers:
 
-            def two_shards(pool=pool) -> None:
-                target = fresh(out)
-                list(pool.map(ours, [manifest2] * 2, [dicom_dir] * 2, [target] * 2, [0, 1]))
+        def two_shards(pool: ProcessPoolExecutor) -> None:
+            list(pool.map(ours, [manifest2] * 2, [dicom_dir] * 2, [out] * 2, [0, 1]))
 
-            label = "process" if workers == 1 else "processes"
-            seconds[f"ours, 2 shards in {workers} {label}"] = timed(two_shards)
+        for pool in (one_worker, two_workers):  # warm
+            clean_slate()
+            two_shards(pool)
+        runs = {"ours, 2 shards in 1 process": lambda: two_shards(one_worker)}
+        runs["ours, 2 shards in 2 processes"] = lambda: two_shards(two_workers)
+        seconds.update(timed_in_turns(runs, clean_slate))
     user_run = "snakemake --cores 1 results/qc/rejected.tsv (what a user runs)"
     seconds[user_run] = timed(lambda: via_snakemake(dicom_dir.parent, fresh(WORK / "snakemake-run")), 1)
     loop = seconds["straightforward loop (pixel_array -> imwrite)"]

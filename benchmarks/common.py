@@ -43,6 +43,22 @@ def timed(fn: Callable[[], object], repeat: int = 3) -> float:
     return best
 
 
+def timed_in_turns(
+    runs: dict[str, Callable[[], object]], prepare: Callable[[], object], repeat: int = 5
+) -> dict[str, float]:
+    """Best wall-clock seconds of each of `runs`, taking turns: round after round, each run once,
+    after `prepare()` (not timed). Taking turns spreads slow spells of a shared disk over every
+    run alike, where `timed` would put a whole spell on one of them."""
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            prepare()
+            started = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best
+
+
 def report(name: str, rows: list[dict], notes: dict | None = None) -> None:
     """Print a markdown table and keep it as benchmarks/results/<name>.json."""
     columns = list(rows[0])

@@ -11,6 +11,8 @@ rule synthetic_sample:
         "logs/synthetic_sample.log",
     benchmark:
         "logs/benchmarks/synthetic_sample.tsv"
+    # the first job of a default run, alone: its images are written in parallel
+    threads: 4
     conda:
         "../envs/preprocess.yaml"
     params:

@@ -52,18 +52,19 @@ def decode_resized(jpg: str | Path | bytes, size: int, shape: tuple[int, int] | 
     if image is None:
         raise OSError(f"cannot decode {name}")
     if shape is not None and image.shape != tuple(-(-n // factor) for n in shape):
-        raise ValueError(f"{name} is not {shape[0]}x{shape[1]} pixels as its mask/manifest says")
+        raise ValueError(f"{name} is not {shape[0]}x{shape[1]} pixels as the manifest says")
     return resize_image(image, size)
 
 
-def load_resized(jpg: str | Path, mask_png: str | Path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """((size, size) uint8 image, (size, size) uint8 {0,1} mask) for one image."""
+def load_mask(mask_png: str | Path, size: int, shape: tuple[int, int]) -> np.ndarray:
+    """(size, size) uint8 {0, 1} of a mask PNG whose full (rows, cols) must be `shape`."""
     mask = cv2.imread(str(mask_png), cv2.IMREAD_GRAYSCALE)
     if mask is None:
         raise OSError(f"cannot read {mask_png}")
-    image = decode_resized(jpg, size, mask.shape)
+    if mask.shape != shape:
+        raise ValueError(f"{mask_png} is not {shape[0]}x{shape[1]} pixels as the manifest says")
     mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
-    return image, (mask > 127).astype(np.uint8)
+    return (mask > 127).astype(np.uint8)
 
 
 def build_arrays(
@@ -86,8 +87,11 @@ def build_arrays(
     rows = rows[~rows.patientId.isin(refused)]
     images = np.zeros((len(rows), size, size), np.uint8)
     masks = np.zeros((len(rows), size, size), np.uint8)
-    for i, pid in enumerate(rows.patientId):
-        images[i], masks[i] = load_resized(Path(jpg_dir) / f"{pid}.jpg", Path(mask_dir) / f"{pid}.png", size)
+    for i, row in enumerate(rows.itertuples(index=False)):
+        shape = (int(row.rows), int(row.cols))
+        images[i] = decode_resized(Path(jpg_dir) / f"{row.patientId}.jpg", size, shape)
+        if row.target:  # a Target=0 row has no boxes (formats.labels refuses any): its mask is empty
+            masks[i] = load_mask(Path(mask_dir) / f"{row.patientId}.png", size, shape)
     with atomic_path(out_npz) as tmp:
         np.savez(
             tmp,

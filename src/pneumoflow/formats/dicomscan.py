@@ -79,16 +79,17 @@ def _unpack(layout: struct.Struct, data: bytes | _FileBytes, pos: int) -> tuple:
 
 def _element(data: bytes | _FileBytes, pos: int) -> tuple[int, bytes, int, int] | None:
     """(tag, VR, length, value offset) of the explicit-VR LE element at `pos`, or None."""
-    if pos + 8 > len(data):
+    head = data[pos : pos + 12]  # one slice per element: the long form's 12 bytes at most
+    if len(head) < 8:
         return None
-    group, elem, vr = _unpack(_TAG_VR, data, pos)
+    group, elem, vr = _TAG_VR.unpack_from(head)
     if not vr.isalpha() or not vr.isupper():
         return None
     if vr in _LONG_VRS:
-        if pos + 12 > len(data):
+        if len(head) < 12:
             return None
-        return (group << 16) | elem, vr, _unpack(_U32, data, pos + 8)[0], pos + 12
-    return (group << 16) | elem, vr, _unpack(_U16, data, pos + 6)[0], pos + 8
+        return (group << 16) | elem, vr, _U32.unpack_from(head, 8)[0], pos + 12
+    return (group << 16) | elem, vr, _U16.unpack_from(head, 6)[0], pos + 8
 
 
 def _single_fragment(data: bytes | _FileBytes, pos: int) -> tuple[tuple[int, int], int] | None:

@@ -31,9 +31,15 @@ def box_mask(boxes: list[tuple[float, float, float, float]], rows: int, cols: in
     return mask
 
 
-def write_png(path: str | Path, image: np.ndarray) -> None:
-    """Write a lossless PNG (inside a shard folder that appears atomically as a whole)."""
-    if not cv2.imwrite(str(path), image):
+# 1 bit per pixel, run-length zlib: a 1024 x 1024 mask writes in ~1.5 ms and reads in ~2.5 ms,
+# where OpenCV's default 8-bit PNG takes ~2.5 and ~6.3 ms (README, Performance: masks)
+PNG_PARAMS = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+
+
+def write_png(path: str | Path, mask: np.ndarray) -> None:
+    """Write a (rows, cols) uint8 {0, 255} mask as a lossless 1-bit PNG (inside a shard folder
+    that appears atomically as a whole); it reads back as {0, 255}."""
+    if not cv2.imwrite(str(path), mask, PNG_PARAMS):
         raise OSError(f"OpenCV could not write {path}")
 
 
