@@ -11,10 +11,10 @@ rule synthetic_sample:
         "logs/synthetic_sample.log",
     benchmark:
         "logs/benchmarks/synthetic_sample.tsv"
-    # the first job of a default run, alone: its images are written in parallel
-    threads: 4
     conda:
         "../envs/preprocess.yaml"
+    # the first job of a default run, alone: its images are written in parallel
+    threads: 4
     params:
         code=get_code("synthetic_sample.py", "preprocess"),
         n=config["data"]["synthetic"]["n_images"],
