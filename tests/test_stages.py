@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from pneumoflow.formats.arrays import build_arrays, load_arrays
-from pneumoflow.formats.masks import masks_shard
+from pneumoflow.formats.masks import masks_shard, write_png
 from pneumoflow.sources.rsna import convert_shard, run_manifest
 from pneumoflow.sources.synthetic import Case, write_dicom
 
@@ -125,3 +125,26 @@ def test_refused_images_are_left_out_of_arrays(prepared):
     )
     arrays = load_arrays([out / "a.npz"])
     assert len(arrays["images"]) == 12 and ids[2] not in set(arrays["patient_ids"])
+
+
+def test_masks_without_boxes_are_the_encoded_empty_mask_and_arrays_need_only_positive_ones(prepared):
+    data, out = prepared
+    manifest = pd.read_csv(out / "manifest.tsv", sep="\t", dtype={"patientId": str})
+    convert_shard(out / "manifest.tsv", 0, data / "stage_2_train_images", out / "jpg", out / "jrej.tsv")
+    masks_shard(out / "manifest.tsv", out / "boxes.tsv", 0, out / "masks")
+    negative = manifest[manifest.target == 0].iloc[0]
+    positive = manifest[manifest.target == 1].iloc[0]
+    # an image without boxes gets the bytes write_png writes for an all-zero mask of its size
+    write_png(out / "empty.png", np.zeros((int(negative.rows), int(negative.cols)), np.uint8))
+    assert (out / "masks" / f"{negative.patientId}.png").read_bytes() == (out / "empty.png").read_bytes()
+    # a Target=0 row has no boxes (the labels refuse any), so arrays does not read its mask ...
+    (out / "masks" / f"{negative.patientId}.png").unlink()
+    args = (out / "manifest.tsv", "train", 0, 32, out / "jpg", out / "masks", out / "jrej.tsv", out / "a.npz")
+    build_arrays(*args)
+    arrays = load_arrays([out / "a.npz"])
+    i = list(arrays["patient_ids"]).index(negative.patientId)
+    assert not arrays["masks"][i].any() and arrays["masks"].any()
+    # ... but a positive row's mask is read, and a missing one stops the job with its path
+    (out / "masks" / f"{positive.patientId}.png").unlink()
+    with pytest.raises(OSError, match=f"{positive.patientId}.png"):
+        build_arrays(*args)

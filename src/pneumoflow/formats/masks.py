@@ -6,6 +6,7 @@ viewer; the arrays stage turns them into {0, 1}.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -43,18 +44,29 @@ def write_png(path: str | Path, mask: np.ndarray) -> None:
         raise OSError(f"OpenCV could not write {path}")
 
 
+@functools.cache
+def _empty_png(rows: int, cols: int) -> bytes:
+    """The PNG file write_png writes for a mask without boxes."""
+    ok, encoded = cv2.imencode(".png", box_mask([], rows, cols), PNG_PARAMS)
+    if not ok:
+        raise OSError(f"OpenCV could not encode an empty {rows}x{cols} mask")
+    return encoded.tobytes()
+
+
 def masks_shard(manifest_tsv: str | Path, boxes_tsv: str | Path, shard: int, out_dir: str | Path) -> int:
     """Write <patientId>.png for every image of `shard`; return how many were written."""
     manifest = read_manifest(manifest_tsv)
     boxes = read_tsv(boxes_tsv, dtype={"patientId": str})
-    by_patient: dict[str, list] = {
-        pid: list(group[["x", "y", "width", "height"]].itertuples(index=False, name=None))
-        for pid, group in boxes.groupby("patientId")
-    }
+    by_patient: dict[str, list] = {}
+    for pid, *box in boxes[["patientId", "x", "y", "width", "height"]].itertuples(index=False, name=None):
+        by_patient.setdefault(pid, []).append(tuple(box))
     rows = manifest[manifest["shard"] == shard]
     with atomic_dir(out_dir) as out:
         for row in rows.itertuples(index=False):
-            mask = box_mask(by_patient.get(row.patientId, []), int(row.rows), int(row.cols))
-            write_png(out / f"{row.patientId}.png", mask)
+            boxes, shape = by_patient.get(row.patientId), (int(row.rows), int(row.cols))
+            if boxes:
+                write_png(out / f"{row.patientId}.png", box_mask(boxes, *shape))
+            else:  # most images: the same empty mask's bytes, encoded once per image size
+                (out / f"{row.patientId}.png").write_bytes(_empty_png(*shape))
     log.info("shard %d: %d masks", shard, len(rows))
     return len(rows)
