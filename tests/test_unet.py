@@ -109,6 +109,11 @@ def test_dataset_scales_and_one_hots_without_dropping(tmp_path):
     assert mask.shape == (4, 32, 32, 2) and set(np.unique(mask)) == {0.0, 1.0}
     with np.load(paths[0]) as data:
         np.testing.assert_array_equal(mask[0][..., 1].numpy(), data["masks"][0])  # pairs kept together
+        np.testing.assert_allclose(image[3][..., 0].numpy(), data["images"][3] / 255.0, rtol=1e-6)
+    with np.load(paths[1]) as data:  # the second shard's rows follow the first's, in order
+        np.testing.assert_array_equal(batches[1][1][1][..., 1].numpy(), data["masks"][0])
+    with pytest.raises(ValueError, match=r"not uint8 \(N, 64, 64\) as models.unet.img_size=64 needs"):
+        make_dataset(paths, UnetConfig(img_size=64), training=False)
 
 
 def test_training_lowers_loss_and_beats_empty_prediction(tmp_path):
