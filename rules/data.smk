@@ -13,8 +13,6 @@ rule synthetic_sample:
         "logs/benchmarks/synthetic_sample.tsv"
     conda:
         "../envs/preprocess.yaml"
-    # the first job of a default run, alone: its images are written in parallel
-    threads: 4
     params:
         code=get_code("synthetic_sample.py", "preprocess"),
         n=config["data"]["synthetic"]["n_images"],
