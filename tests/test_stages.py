@@ -127,17 +127,17 @@ def test_refused_images_are_left_out_of_arrays(prepared):
     assert len(arrays["images"]) == 12 and ids[2] not in set(arrays["patient_ids"])
 
 
-def test_masks_without_boxes_are_the_encoded_empty_mask_and_arrays_need_only_positive_ones(prepared):
+def test_masks_without_boxes_are_the_encoded_empty_mask_and_arrays_read_only_masks_with_boxes(prepared):
     data, out = prepared
     manifest = pd.read_csv(out / "manifest.tsv", sep="\t", dtype={"patientId": str})
     convert_shard(out / "manifest.tsv", 0, data / "stage_2_train_images", out / "jpg", out / "jrej.tsv")
     masks_shard(out / "manifest.tsv", out / "boxes.tsv", 0, out / "masks")
-    negative = manifest[manifest.target == 0].iloc[0]
-    positive = manifest[manifest.target == 1].iloc[0]
+    negative = manifest[manifest.n_boxes == 0].iloc[0]
+    positive = manifest[manifest.n_boxes > 0].iloc[0]
     # an image without boxes gets the bytes write_png writes for an all-zero mask of its size
     write_png(out / "empty.png", np.zeros((int(negative.rows), int(negative.cols)), np.uint8))
     assert (out / "masks" / f"{negative.patientId}.png").read_bytes() == (out / "empty.png").read_bytes()
-    # a Target=0 row has no boxes (the labels refuse any), so arrays does not read its mask ...
+    # a row without boxes has an all-zero mask, so arrays does not read it ...
     (out / "masks" / f"{negative.patientId}.png").unlink()
     args = (out / "manifest.tsv", "train", 0, 32, out / "jpg", out / "masks", out / "jrej.tsv", out / "a.npz")
     build_arrays(*args)

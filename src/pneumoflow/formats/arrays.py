@@ -90,7 +90,7 @@ def build_arrays(
     for i, row in enumerate(rows.itertuples(index=False)):
         shape = (int(row.rows), int(row.cols))
         images[i] = decode_resized(Path(jpg_dir) / f"{row.patientId}.jpg", size, shape)
-        if row.target:  # a Target=0 row has no boxes (formats.labels refuses any): its mask is empty
+        if row.n_boxes:  # without boxes, the mask is all zeros (formats.masks): nothing to read
             masks[i] = load_mask(Path(mask_dir) / f"{row.patientId}.png", size, shape)
     with atomic_path(out_npz) as tmp:
         np.savez(

@@ -63,9 +63,9 @@ def masks_shard(manifest_tsv: str | Path, boxes_tsv: str | Path, shard: int, out
     rows = manifest[manifest["shard"] == shard]
     with atomic_dir(out_dir) as out:
         for row in rows.itertuples(index=False):
-            boxes, shape = by_patient.get(row.patientId), (int(row.rows), int(row.cols))
-            if boxes:
-                write_png(out / f"{row.patientId}.png", box_mask(boxes, *shape))
+            patient_boxes, shape = by_patient.get(row.patientId), (int(row.rows), int(row.cols))
+            if patient_boxes:
+                write_png(out / f"{row.patientId}.png", box_mask(patient_boxes, *shape))
             else:  # most images: the same empty mask's bytes, encoded once per image size
                 (out / f"{row.patientId}.png").write_bytes(_empty_png(*shape))
     log.info("shard %d: %d masks", shard, len(rows))

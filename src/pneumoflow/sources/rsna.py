@@ -49,8 +49,9 @@ HEADER_READERS = 8
 def _image_rows(labels: Labels, ids: list[str], dicoms: dict[str, Path], rejections: list[Rejection]):
     """Yield (patientId, DicomInfo) for the ids whose DICOM is usable and holds its boxes."""
     paths = [dicoms.get(pid) for pid in ids]
-    with ThreadPoolExecutor(HEADER_READERS) as pool:
-        fast = pool.map(lambda path: path and header_info(path), paths)
+    pool = ThreadPoolExecutor(HEADER_READERS)
+    try:
+        fast = pool.map(lambda path: None if path is None else header_info(path), paths)
         for pid, path, info in zip(
             ids,
             paths,
@@ -72,6 +73,8 @@ def _image_rows(labels: Labels, ids: list[str], dicoms: dict[str, Path], rejecti
                 rejections.append(Rejection("manifest", str(path), pid, reason))
                 continue
             yield pid, info
+    finally:  # stopped early (an error, Ctrl-C): the reads not yet started are dropped
+        pool.shutdown(cancel_futures=True)
 
 
 def _read_with_pydicom(path: Path):

@@ -66,7 +66,7 @@ def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: b
     return count, positives
 
 
-def _shard_layouts(npz_paths: list[str], size: int) -> tuple[list[str], list[list[int]], list[int]]:
+def _shard_layouts(npz_paths: list[str], size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(paths, [images offset, masks offset], image counts): where each .npz (stored uncompressed)
     holds its uint8 (N, size, size) images and masks. Read so, a shard needs no Python step:
     tf.data.Dataset.from_generator made every later training step ~1.5x slower on one thread
@@ -89,7 +89,8 @@ def _shard_layouts(npz_paths: list[str], size: int) -> tuple[list[str], list[lis
             )
         offsets.append([image_at, mask_at])
         counts.append(image_shape[0])
-    return [str(p) for p in npz_paths], offsets, counts
+    # int64: a shard's arrays can pass 2 GB (1024 px), beyond TensorFlow's default int32
+    return [str(p) for p in npz_paths], np.asarray(offsets, np.int64), np.asarray(counts, np.int64)
 
 
 def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool, count: int | None = None):
