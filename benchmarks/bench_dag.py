@@ -25,9 +25,8 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import yaml
-from common import WORK, jobs_printed, report
+from common import WORK, jobs_printed, preprocessing_targets, report
 
-from pneumoflow.core.split import SPLITS
 from pneumoflow.sources.synthetic import Case, generate, write_dicom
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,17 +39,6 @@ def write_config(path: Path, rsna_dir: Path) -> Path:
     data = {"source": "rsna", "rsna_dir": str(rsna_dir)}
     path.write_text(yaml.safe_dump({"data": data, "models": models, "preprocess": {"shards": SHARDS}}))
     return path
-
-
-def preprocessing_targets() -> list[str]:
-    """Every array file and the QC table: on a fresh run `--until` stops at the checkpoints."""
-    arrays = [
-        f"results/arrays/{size}px/{split}/{shard:02d}.npz"
-        for size in sorted(set(SIZES.values()))
-        for split in SPLITS
-        for shard in range(SHARDS)
-    ]
-    return [*arrays, "results/qc/rejected.tsv"]
 
 
 def add_image(data: Path) -> str:
@@ -192,7 +180,7 @@ def main() -> None:
     workdir = WORK / f"run-{args.n}"
     workdir.mkdir(exist_ok=True)
     config = write_config(workdir / "c.yaml", data)
-    targets = preprocessing_targets()
+    targets = preprocessing_targets(SIZES.values(), SHARDS)
     seconds, _ = snakemake(workdir, config, *targets)
     rows.append(
         {"what": f"preprocessing, {args.n} images of {args.image_size} px", "seconds": seconds, "jobs": ""}

@@ -90,7 +90,7 @@ def main() -> None:
 
     def clean_slate() -> None:
         # an empty output folder, and the last run's written pages on disk: a run does not pay
-        # for the one before it (without this, the I/O limit alone varied 0.8-3.7 s here)
+        # for the one before it (the I/O limit alone ranged 0.8-3.9 s here within half an hour)
         fresh(out)
         os.sync()
 

@@ -30,10 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from common import WORK, jobs_printed, report, sample
+from common import WORK, jobs_printed, preprocessing_targets, report, sample
 
-from pneumoflow.core.ids import auto_shard_count, shard_name
-from pneumoflow.core.split import SPLITS
+from pneumoflow.core.ids import auto_shard_count
 from pneumoflow.sources.synthetic import CLASSES_CSV, LABELS_CSV, TEST_DIR, TRAIN_DIR, generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,30 +92,26 @@ def snakemake(
     return seconds, result.stdout + result.stderr
 
 
-def preprocessing_targets(n: int, size: int) -> list[str]:
-    """Every arrays file and the QC table of a fresh run (`--until` would stop at the
-    checkpoints: what follows them is known only once they have run)."""
-    shards = range(auto_shard_count(n))
-    arrays = [f"results/arrays/{size}px/{split}/{shard_name(s)}.npz" for split in SPLITS for s in shards]
-    return [*arrays, "results/qc/rejected.tsv"]
-
-
-def jobs_span(workdir: Path) -> float:
-    """Seconds from the first job's start to the last job's end (Snakemake's start-up and its
-    MLflow setup before the first job left out)."""
-    ends = [(tsv.stat().st_mtime, pd.read_csv(tsv, sep="\t").iloc[-1]["s"])
-            for tsv in (workdir / "logs/benchmarks").rglob("*.tsv")]  # fmt: skip
-    return max(end for end, _ in ends) - min(end - s for end, s in ends)
-
-
-def stage_table(workdir: Path) -> list[dict]:
-    """One row per rule from logs/benchmarks/**.tsv (each job's last measurement)."""
+def benchmark_rows(workdir: Path) -> dict[str, list[tuple[pd.Series, float]]]:
+    """{rule: [(its job's last benchmark row, the file's mtime = the job's end), ...]} from
+    logs/benchmarks/**.tsv."""
     per_rule: dict[str, list[tuple[pd.Series, float]]] = {}
     bench = workdir / "logs/benchmarks"
     for tsv in sorted(bench.rglob("*.tsv")):
         rule = tsv.relative_to(bench).parts[0].removesuffix(".tsv")
-        row = pd.read_csv(tsv, sep="\t").iloc[-1]
-        per_rule.setdefault(rule, []).append((row, tsv.stat().st_mtime))
+        per_rule.setdefault(rule, []).append((pd.read_csv(tsv, sep="\t").iloc[-1], tsv.stat().st_mtime))
+    return per_rule
+
+
+def jobs_span(per_rule: dict[str, list[tuple[pd.Series, float]]]) -> float:
+    """Seconds from the first job's start to the last job's end (Snakemake's start-up and its
+    MLflow setup before the first job left out)."""
+    jobs = [job for rule_jobs in per_rule.values() for job in rule_jobs]
+    return max(end for _, end in jobs) - min(end - row["s"] for row, end in jobs)
+
+
+def stage_table(per_rule: dict[str, list[tuple[pd.Series, float]]]) -> list[dict]:
+    """One row per rule (see benchmark_rows), in the order the rules started."""
     rows = []
     for rule, jobs in per_rule.items():
         starts = [end - row["s"] for row, end in jobs]
@@ -161,16 +156,19 @@ def main() -> None:
     config = light_config(run / "config.yaml", inputs, args.train_size)
     workdir = run / "work"
 
-    targets = preprocessing_targets(args.n, args.train_size) if args.preprocessing_only else ()
+    targets = (
+        preprocessing_targets([args.train_size], auto_shard_count(args.n)) if args.preprocessing_only else ()
+    )
     seconds, _ = snakemake(workdir, config, args.cores, targets)
+    jobs = benchmark_rows(workdir)
     report(
         "full_preprocessing" if args.preprocessing_only else "full_stages",
-        stage_table(workdir),
+        stage_table(jobs),
         {
             "run": f"{args.n} images of {args.image_size} px, models at {args.train_size} px, 1 epoch, "
             f"{args.cores} cores",
             "whole run (s)": round(seconds, 1),
-            "first job's start to last job's end (s)": round(jobs_span(workdir), 1),
+            "first job's start to last job's end (s)": round(jobs_span(jobs), 1),
             "generating the sample (s, 0 when reused)": round(generated, 1),
         },
     )

@@ -7,7 +7,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +31,22 @@ def jobs_printed(output: str) -> dict[str, int]:
     plan made before a checkpoint ran, and lists jobs the re-evaluation then skips."""
     rules = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", output, re.M)
     return {rule: rules.count(rule) for rule in sorted(set(rules))}
+
+
+def preprocessing_targets(sizes: Iterable[int], n_shards: int) -> list[str]:
+    """Every arrays file (each size x split x shard) and the QC table of a fresh run, as
+    targets: `--until` would stop at the checkpoints (what follows them is known only once
+    they have run)."""
+    from pneumoflow.core.ids import shard_name
+    from pneumoflow.core.split import SPLITS
+
+    arrays = [
+        f"results/arrays/{size}px/{split}/{shard_name(shard)}.npz"
+        for size in sorted(set(sizes))
+        for split in SPLITS
+        for shard in range(n_shards)
+    ]
+    return [*arrays, "results/qc/rejected.tsv"]
 
 
 def timed(fn: Callable[[], object], repeat: int = 3) -> float:

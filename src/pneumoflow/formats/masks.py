@@ -37,20 +37,24 @@ def box_mask(boxes: list[tuple[float, float, float, float]], rows: int, cols: in
 PNG_PARAMS = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
+def encode_png(mask: np.ndarray) -> bytes:
+    """A (rows, cols) uint8 {0, 255} mask as the bytes of a lossless 1-bit PNG; it reads back
+    as {0, 255}."""
+    ok, encoded = cv2.imencode(".png", mask, PNG_PARAMS)
+    if not ok:
+        raise OSError(f"OpenCV could not encode a {mask.shape} mask as PNG")
+    return encoded.tobytes()
+
+
 def write_png(path: str | Path, mask: np.ndarray) -> None:
-    """Write a (rows, cols) uint8 {0, 255} mask as a lossless 1-bit PNG (inside a shard folder
-    that appears atomically as a whole); it reads back as {0, 255}."""
-    if not cv2.imwrite(str(path), mask, PNG_PARAMS):
-        raise OSError(f"OpenCV could not write {path}")
+    """Write encode_png(mask) to `path` (inside a shard folder that appears atomically as a whole)."""
+    Path(path).write_bytes(encode_png(mask))
 
 
 @functools.cache
 def _empty_png(rows: int, cols: int) -> bytes:
-    """The PNG file write_png writes for a mask without boxes."""
-    ok, encoded = cv2.imencode(".png", box_mask([], rows, cols), PNG_PARAMS)
-    if not ok:
-        raise OSError(f"OpenCV could not encode an empty {rows}x{cols} mask")
-    return encoded.tobytes()
+    """encode_png of a mask without boxes, once per image size."""
+    return encode_png(box_mask([], rows, cols))
 
 
 def masks_shard(manifest_tsv: str | Path, boxes_tsv: str | Path, shard: int, out_dir: str | Path) -> int:
@@ -66,7 +70,7 @@ def masks_shard(manifest_tsv: str | Path, boxes_tsv: str | Path, shard: int, out
             patient_boxes, shape = by_patient.get(row.patientId), (int(row.rows), int(row.cols))
             if patient_boxes:
                 write_png(out / f"{row.patientId}.png", box_mask(patient_boxes, *shape))
-            else:  # most images: the same empty mask's bytes, encoded once per image size
+            else:  # most images: the same empty mask's bytes
                 (out / f"{row.patientId}.png").write_bytes(_empty_png(*shape))
     log.info("shard %d: %d masks", shard, len(rows))
     return len(rows)
