@@ -55,6 +55,10 @@ def test_no_phi_in_results_mlflow_store_or_logs(tiny_run):
     assert (tiny_run / "results/mlflow.db").is_file() and scanned > 100
 
 
+# the first line of a rule's `benchmark:` file
+SNAKEMAKE_BENCHMARK_HEADER = (
+    b"s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+)
 # a log record's time, "2026-11-27 17:23:40,105": its milliseconds are no age
 LOG_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 
@@ -64,10 +68,13 @@ def _age_hits(path: Path, ages: tuple[int, ...], others: set[str]) -> list[str]:
     number, a decimal or a percentage), or in DICOM's form (091Y). Lines that name one of the `others`
     patientIds are rows about those patients (their boxes and sizes are numbers too) and are
     passed over, and so are MLflow's system metrics (`system/...` rows: the machine's CPU and
-    memory readings, where 91.0 is an ordinary CPU percentage). An sqlite database (the MLflow
+    memory readings, where 91.0 is an ordinary CPU percentage), and so are Snakemake's
+    `benchmark:` files (a job's seconds and MB) and a log record's time stamp. An sqlite database (the MLflow
     store) is read through its SQL dump, every other file as text where it decodes as UTF-8;
     binary files (images, weights, arrays) are searched for the DICOM form only."""
     data = path.read_bytes()
+    if data.startswith(SNAKEMAKE_BENCHMARK_HEADER):
+        return []  # Snakemake's readings of a job (seconds, MB, load): 91.00 MB is an ordinary PSS
     if data.startswith(b"SQLite format 3"):
         import sqlite3
 
@@ -95,6 +102,14 @@ def test_age_search_skips_log_times_but_finds_ages_in_the_message(tmp_path):
     assert _age_hits(log, (91, 105), set()) == []
     log.write_text("2026-11-27 17:23:40,001 INFO pneumoflow: age 105 kept\n")
     assert _age_hits(log, (91, 105), set()) == ["2026-11-27 17:23:40,001 INFO pneumoflow: age 105 kept"]
+    bench = tmp_path / "job.tsv"  # a job's readings: 91.00 MB of PSS is no age
+    bench.write_bytes(
+        SNAKEMAKE_BENCHMARK_HEADER
+        + b"1.26\t0:00:01\t193.91\t1519.18\t62.73\t91.00\t0.00\t0.11\t32.55\t0.71\n"
+    )
+    assert _age_hits(bench, (91, 105), set()) == []
+    bench.write_bytes(b"s\tage\n1.26\t91.00\n")  # any other table is searched
+    assert _age_hits(bench, (91, 105), set()) == ["1.26\t91.00"]
 
 
 @pytest.mark.e2e
