@@ -55,13 +55,13 @@ def _number(text: str) -> float:
         return math.nan
 
 
-def _row_problem(row: pd.Series) -> str | None:
-    if not is_plain_id(row.patientId):
-        return f"patientId {row.patientId!r} is not a plain identifier (path separators or '..')"
-    if row.Target not in ("0", "1"):
-        return f"Target must be 0 or 1, got {row.Target!r}"
-    box = [_number(row[c]) for c in ("x", "y", "width", "height")]
-    if row.Target == "0":
+def _row_problem(pid: str, target: str, box_text: tuple[str, str, str, str]) -> str | None:
+    if not is_plain_id(pid):
+        return f"patientId {pid!r} is not a plain identifier (path separators or '..')"
+    if target not in ("0", "1"):
+        return f"Target must be 0 or 1, got {target!r}"
+    box = [_number(v) for v in box_text]
+    if target == "0":
         return None if all(math.isnan(v) for v in box) else "Target=0 row carries a box"
     if any(math.isnan(v) for v in box):
         return "Target=1 row has a missing or non-numeric box"
@@ -88,38 +88,36 @@ def read_labels(labels_csv: str | Path, classes_csv: str | Path) -> tuple[Labels
         bad.add(pid)
 
     result = Labels()
-    duplicated = labels.duplicated()
-    for index, row in labels.iterrows():
+    duplicated = labels.duplicated().tolist()
+    # plain tuples, not iterrows: a pandas Series per row cost 12 s on RSNA's 30,227 rows
+    for index, (pid, *box_text, target_text) in enumerate(labels.itertuples(index=False, name=None)):
+        line = index + 2  # the CSV's line: after the header, counted from 1
         if duplicated[index]:
             # kept as a note only: the first copy of the row is used
-            rejections.append(
-                Rejection("manifest", f"{labels_csv}:{index + 2}", row.patientId, DUPLICATE_ROW)
-            )
+            rejections.append(Rejection("manifest", f"{labels_csv}:{line}", pid, DUPLICATE_ROW))
             continue
-        problem = _row_problem(row)
+        problem = _row_problem(pid, target_text, tuple(box_text))
         if problem:
-            refuse(labels_csv, index + 2, row.patientId, problem)
+            refuse(labels_csv, line, pid, problem)
             continue
-        pid, target = row.patientId, int(row.Target)
+        target = int(target_text)
         if pid not in result.target:
             result.order.append(pid)
             result.target[pid], result.boxes[pid] = target, []
         elif result.target[pid] != target:
-            refuse(labels_csv, index + 2, pid, "rows of this patient disagree on Target")
+            refuse(labels_csv, line, pid, "rows of this patient disagree on Target")
         if target == 1:
-            x, y, w, h = (float(row[c]) for c in ("x", "y", "width", "height"))
+            x, y, w, h = (float(v) for v in box_text)
             result.boxes[pid].append((x, y, w, h))
 
-    for index, row in classes.drop_duplicates().iterrows():
-        pid = row.patientId
-        if row["class"] not in CLASS_NAMES:
-            refuse(
-                classes_csv, index + 2, pid, f"unknown class {row['class']!r}; expected one of {CLASS_NAMES}"
-            )
-        elif pid in result.klass and result.klass[pid] != row["class"]:
+    unique_classes = classes.drop_duplicates()
+    for index, pid, klass in zip(unique_classes.index, unique_classes.patientId, unique_classes["class"]):
+        if klass not in CLASS_NAMES:
+            refuse(classes_csv, index + 2, pid, f"unknown class {klass!r}; expected one of {CLASS_NAMES}")
+        elif pid in result.klass and result.klass[pid] != klass:
             refuse(classes_csv, index + 2, pid, "rows of this patient disagree on class")
         else:
-            result.klass[pid] = row["class"]
+            result.klass[pid] = klass
     for pid in result.order:
         klass = result.klass.get(pid)
         if klass is None:
