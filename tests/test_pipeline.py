@@ -218,6 +218,8 @@ def test_rsna_source_refuses_a_bad_dicom_and_goes_on(tmp_path):
     assert sorted(p.name for p in (tmp_path / "work/results/arrays").iterdir()) == ["32px"]
     manifest = pd.read_csv(tmp_path / "work/results/manifest.tsv", sep="\t")
     assert len(manifest) == 19
+    # no job of this run logs to MLflow, so onstart opened no store (its schema costs seconds)
+    assert not (tmp_path / "work/results/mlflow.db").exists()
 
 
 def test_too_many_refusals_stop_the_manifest_and_keep_the_list(tmp_path):
