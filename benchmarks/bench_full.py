@@ -1,7 +1,7 @@
 """A full-size rehearsal: the whole DAG on N generated RSNA-format images, then two reruns.
 
     .venv/bin/python benchmarks/bench_full.py [--n 26684] [--image-size 1024] [--train-size 64]
-                                              [--preprocessing-only]
+                                              [--preprocessing-only] [--cold]
 
 1. Generates N training DICOMs of image-size px in the RSNA layout and encoding (JPEG
    Baseline, the generator's real encoding; made once under $PNEUMOFLOW_BENCH_DIR and reused).
@@ -14,6 +14,8 @@
    run of everything (the training it would redo); `--rerun-all` also reruns everything.
    Seconds and the jobs each one ran.
 
+`--cold` drops the page cache first (root only), so the run reads its inputs from disk as a
+first run after a download does; without it the figures depend on what the cache holds.
 The run folder is made anew each time; the input folder links to the generated files, so the
 added image never changes the reused sample.
 """
@@ -21,6 +23,7 @@ added image never changes the reused sample.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -48,6 +51,15 @@ def light_config(path: Path, rsna_dir: Path, size: int) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def drop_page_cache() -> None:
+    """Write dirty pages out and empty the kernel's page cache (Linux, root only)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as exc:
+        raise SystemExit(f"--cold needs root to write /proc/sys/vm/drop_caches ({exc}); run without it") from exc
 
 
 def linked_inputs(source: Path, folder: Path) -> Path:
@@ -145,6 +157,7 @@ def main() -> None:
         action="store_true",
         help="run only the preprocessing (every arrays file and the QC table as targets), no reruns",
     )
+    parser.add_argument("--cold", action="store_true", help="drop the page cache before the run (root)")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -159,6 +172,8 @@ def main() -> None:
     targets = (
         preprocessing_targets([args.train_size], auto_shard_count(args.n)) if args.preprocessing_only else ()
     )
+    if args.cold:
+        drop_page_cache()
     seconds, _ = snakemake(workdir, config, args.cores, targets)
     jobs = benchmark_rows(workdir)
     report(
@@ -166,7 +181,7 @@ def main() -> None:
         stage_table(jobs),
         {
             "run": f"{args.n} images of {args.image_size} px, models at {args.train_size} px, 1 epoch, "
-            f"{args.cores} cores",
+            f"{args.cores} cores, page cache {'dropped' if args.cold else 'as found'}",
             "whole run (s)": round(seconds, 1),
             "first job's start to last job's end (s)": round(jobs_span(jobs), 1),
             "generating the sample (s, 0 when reused)": round(generated, 1),
