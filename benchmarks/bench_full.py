@@ -59,7 +59,9 @@ def drop_page_cache() -> None:
     try:
         Path("/proc/sys/vm/drop_caches").write_text("1\n")
     except OSError as exc:
-        raise SystemExit(f"--cold needs root to write /proc/sys/vm/drop_caches ({exc}); run without it") from exc
+        raise SystemExit(
+            f"--cold needs root to write /proc/sys/vm/drop_caches ({exc}); run without it"
+        ) from exc
 
 
 def linked_inputs(source: Path, folder: Path) -> Path:
