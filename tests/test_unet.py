@@ -101,7 +101,10 @@ def test_training_set_keeps_positives_unless_asked(tmp_path):
 
 
 def test_dataset_scales_and_one_hots_without_dropping(tmp_path):
-    paths = [_toy_split(tmp_path / "a.npz", 5, 1), _toy_split(tmp_path / "b.npz", 4, 2)]
+    # a shard without images of this split (small data) sits between two that have some
+    paths = [
+        _toy_split(tmp_path / n, k, s) for n, k, s in (("a.npz", 5, 1), ("e.npz", 0, 0), ("b.npz", 4, 2))
+    ]
     batches = list(make_dataset(paths, UnetConfig(img_size=32, batch_size=4), training=False))
     assert [len(b[0]) for b in batches] == [4, 4, 1]  # the partial last batch is kept
     image, mask = batches[0]
@@ -111,7 +114,7 @@ def test_dataset_scales_and_one_hots_without_dropping(tmp_path):
         np.testing.assert_array_equal(mask[0][..., 1].numpy(), data["masks"][0])  # pairs kept together
         np.testing.assert_allclose(image[3][..., 0].numpy(), data["images"][3] / 255.0, rtol=1e-6)
     _, second_masks = batches[1]
-    with np.load(paths[1]) as data:  # row 5 overall is b.npz's row 0: shards follow in order
+    with np.load(paths[2]) as data:  # row 5 overall is b.npz's row 0: shards follow in order
         np.testing.assert_array_equal(second_masks[1][..., 1].numpy(), data["masks"][0])
     with pytest.raises(ValueError, match=r"not uint8 \(N, 64, 64\) as models.unet.img_size=64 needs"):
         make_dataset(paths, UnetConfig(img_size=64), training=False)
