@@ -7,8 +7,9 @@ the arrays stage's format, each checkout in a fresh process, taking turns.
 The shards hold random pixels, every third image with a square opacity mask (their content
 does not change what is measured: bytes read, kept and batched). For each checkout: peak RSS
 after importing it, peak RSS of two training epochs (positives only, shuffled) and two
-validation passes, their seconds, and a fingerprint of every batch (position-weighted sums), so that checkouts that read the
-data differently can be seen to yield the same batches in the same order.
+validation passes, their seconds, and a fingerprint of every batch (position-weighted sums),
+so that checkouts that read the data differently can be seen to yield the same batches in the
+same order.
 """
 
 from __future__ import annotations
