@@ -185,7 +185,8 @@ def test_auto_shards_follow_the_image_count(tmp_path, n_images, shards):
     assert jobs and int(jobs.group(1)) == shards, result.stdout[-3000:]
 
 
-def test_rsna_source_refuses_a_bad_dicom_and_goes_on(tmp_path):
+def test_rsna_source_refuses_a_bad_dicom_and_goes_on(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store is results/mlflow.db
     data = tmp_path / "rsna"
     generate(data, n=20, seed=11, size=128)
     victim = sorted((data / "stage_2_train_images").glob("*.dcm"))[0]

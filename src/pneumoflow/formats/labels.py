@@ -90,13 +90,15 @@ def read_labels(labels_csv: str | Path, classes_csv: str | Path) -> tuple[Labels
     result = Labels()
     duplicated = labels.duplicated().tolist()
     # plain tuples, not iterrows: a pandas Series per row took 18 s for 38,708 rows (26,684 images)
-    for index, (pid, *box_text, target_text) in enumerate(labels.itertuples(index=False, name=None)):
+    columns = labels[["patientId", "x", "y", "width", "height", "Target"]]
+    for index, (pid, x, y, w, h, target_text) in enumerate(columns.itertuples(index=False, name=None)):
+        box_text = (x, y, w, h)
         line = index + 2  # the CSV's line: after the header, counted from 1
         if duplicated[index]:
             # kept as a note only: the first copy of the row is used
             rejections.append(Rejection("manifest", f"{labels_csv}:{line}", pid, DUPLICATE_ROW))
             continue
-        problem = _row_problem(pid, target_text, tuple(box_text))
+        problem = _row_problem(pid, target_text, box_text)
         if problem:
             refuse(labels_csv, line, pid, problem)
             continue
@@ -107,8 +109,7 @@ def read_labels(labels_csv: str | Path, classes_csv: str | Path) -> tuple[Labels
         elif result.target[pid] != target:
             refuse(labels_csv, line, pid, "rows of this patient disagree on Target")
         if target == 1:
-            x, y, w, h = (float(v) for v in box_text)
-            result.boxes[pid].append((x, y, w, h))
+            result.boxes[pid].append((float(x), float(y), float(w), float(h)))
 
     unique = classes.drop_duplicates()
     for index, pid, klass in zip(unique.index, unique.patientId, unique["class"], strict=True):
