@@ -82,7 +82,10 @@ def _toy_split(path, n: int, seed: int, size: int = 32, positives: bool = True, 
 def test_split_checks(tmp_path):
     good = _toy_split(tmp_path / "a.npz", 4, 0)
     assert check_split([good], "train", 32, need_positive=True) == (4, 2)
-    with pytest.raises(ValueError, match="holds 32px arrays, but models.unet.img_size=64"):
+    # positives are counted a few hundred masks at a time: 300 images cross a chunk boundary
+    big = _toy_split(tmp_path / "big.npz", 300, 5)
+    assert check_split([good, big], "train", 32, need_positive=True) == (304, 152)
+    with pytest.raises(ValueError, match=r"not uint8 \(N, 64, 64\) as models.unet.img_size=64 needs"):
         check_split([good], "train", 64, need_positive=True)
     empty = _toy_split(tmp_path / "e.npz", 0, 0)
     with pytest.raises(ValueError, match="the train split has no images"):

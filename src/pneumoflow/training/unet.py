@@ -47,17 +47,17 @@ class UnetConfig:
 
 
 def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: bool) -> tuple[int, int]:
-    """(images, images with an opacity) of a split; clear errors on empty, wrong size, no opacity."""
-    count, positives = 0, 0
-    for path in npz_paths:
-        with np.load(path, allow_pickle=False) as data:
-            masks = data["masks"]
-            if len(masks) and masks.shape[1:] != (img_size, img_size):
-                raise ValueError(
-                    f"{path} holds {masks.shape[1]}px arrays, but models.unet.img_size={img_size}"
-                )
-            count += len(masks)
-            positives += int(masks.any(axis=(1, 2)).sum())
+    """(images, images with an opacity) of a split; clear errors on empty, wrong size, no opacity.
+    The masks are read 256 at a time, never a shard at once."""
+    paths, starts, _, counts = _shard_layouts(npz_paths, img_size)
+    positives = 0
+    for path, (_, masks_at), n in zip(paths, starts, counts, strict=True):
+        with open(path, "rb") as f:
+            f.seek(masks_at)
+            for first in range(0, n, 256):
+                masks = np.fromfile(f, np.uint8, min(256, n - first) * img_size * img_size)
+                positives += int(masks.reshape(-1, img_size * img_size).any(axis=1).sum())
+    count = int(counts.sum())
     if count == 0:
         raise ValueError(f"the {name} split has no images; add data or change split fractions")
     if need_positive and positives == 0:
@@ -67,13 +67,13 @@ def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: b
     return count, positives
 
 
-def _shard_layouts(npz_paths: list[str], size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(paths, [images, masks] start, [images, masks] bytes after the end): where in each .npz
-    (stored uncompressed) its uint8 (N, size, size) images and masks lie, so that TensorFlow reads
-    their rows in place, one image at a time. Read so, a shard needs no Python step:
-    tf.data.Dataset.from_generator made every later training step ~1.5x slower on one thread
-    (README, Performance: the U-Net's input)."""
-    starts, after = [], []
+def _shard_layouts(npz_paths: list[str], size: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(paths, [images, masks] start, [images, masks] bytes after the end, image counts): where
+    in each .npz (stored uncompressed) its uint8 (N, size, size) images and masks lie, so that
+    TensorFlow reads their rows in place, one image at a time. Read so, a shard needs no Python
+    step: tf.data.Dataset.from_generator made every later training step ~1.5x slower on one
+    thread (README, Performance: the U-Net's input)."""
+    starts, after, counts = [], [], []
     for path in npz_paths:
         (image_at, image_shape, image_type), (mask_at, mask_shape, mask_type) = (
             npy_layout(path, key) for key in ("images", "masks")
@@ -92,8 +92,14 @@ def _shard_layouts(npz_paths: list[str], size: int) -> tuple[list[str], np.ndarr
         length, file_size = image_shape[0] * size * size, Path(path).stat().st_size
         starts.append([image_at, mask_at])
         after.append([file_size - image_at - length, file_size - mask_at - length])
+        counts.append(image_shape[0])
     # int64: a shard's arrays can pass 2 GB (1024 px), beyond TensorFlow's default int32
-    return [str(p) for p in npz_paths], np.asarray(starts, np.int64), np.asarray(after, np.int64)
+    return (
+        [str(p) for p in npz_paths],
+        np.asarray(starts, np.int64).reshape(-1, 2),
+        np.asarray(after, np.int64).reshape(-1, 2),
+        np.asarray(counts, np.int64),
+    )
 
 
 def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool, count: int | None = None):
@@ -104,7 +110,7 @@ def make_dataset(npz_paths: list[str], cfg: UnetConfig, training: bool, count: i
 
     size = cfg.img_size
     positives_only = training and cfg.train_on == "positives"
-    columns = _shard_layouts(npz_paths, size)
+    columns = _shard_layouts(npz_paths, size)[:3]  # paths, starts, after: one row per shard
 
     def shard(path, starts, after):  # each image and mask read from the file as it is needed
         images, masks = (
