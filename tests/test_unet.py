@@ -82,7 +82,7 @@ def _toy_split(path, n: int, seed: int, size: int = 32, positives: bool = True, 
 def test_split_checks(tmp_path):
     good = _toy_split(tmp_path / "a.npz", 4, 0)
     assert check_split([good], "train", 32, need_positive=True) == (4, 2)
-    # positives are counted a few hundred masks at a time: 300 images cross a chunk boundary
+    # positives are counted mask by mask across shards: 2 of 4 here, 150 of 300 in the second
     big = _toy_split(tmp_path / "big.npz", 300, 5)
     assert check_split([good, big], "train", 32, need_positive=True) == (304, 152)
     with pytest.raises(ValueError, match=r"not uint8 \(N, 64, 64\) as models.unet.img_size=64 needs"):

@@ -17,7 +17,7 @@ import pandas as pd
 
 from pneumoflow.core import schema
 from pneumoflow.core.atomic import atomic_path
-from pneumoflow.core.diskrows import npy_layout
+from pneumoflow.core.diskrows import DiskRows, npy_layout
 from pneumoflow.models import unet
 
 log = logging.getLogger(__name__)
@@ -48,18 +48,16 @@ class UnetConfig:
 
 def check_split(npz_paths: list[str], name: str, img_size: int, need_positive: bool) -> tuple[int, int]:
     """(images, images with an opacity) of a split; clear errors on empty, wrong size, no opacity.
-    The masks are read 256 at a time, never a shard at once."""
-    paths, starts, _, counts = _shard_layouts(npz_paths, img_size)
-    positives = 0
-    for path, (_, masks_at), n in zip(paths, starts, counts, strict=True):
-        with open(path, "rb") as f:
-            f.seek(masks_at)
-            for first in range(0, n, 256):
-                masks = np.fromfile(f, np.uint8, min(256, n - first) * img_size * img_size)
-                positives += int(masks.reshape(-1, img_size * img_size).any(axis=1).sum())
+    The masks are read one at a time (core.diskrows), never a shard at once."""
+    paths, _, _, counts = _shard_layouts(npz_paths, img_size)  # checks sizes and types
     count = int(counts.sum())
     if count == 0:
         raise ValueError(f"the {name} split has no images; add data or change split fractions")
+    masks = DiskRows([(path, "masks") for path in paths])
+    try:
+        positives = sum(int(masks[i].any()) for i in range(count))
+    finally:
+        masks.close()
     if need_positive and positives == 0:
         raise ValueError(
             f"the {name} split has no image with an opacity box: a Dice loss has nothing to learn"
