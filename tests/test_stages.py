@@ -148,3 +148,40 @@ def test_masks_without_boxes_are_the_encoded_empty_mask_and_arrays_read_only_mas
     (out / "masks" / f"{positive.patientId}.png").unlink()
     with pytest.raises(OSError, match=f"{positive.patientId}.png"):
         build_arrays(*args)
+
+
+def test_dicom_to_jpg_reads_ahead_and_drops_each_dicom_after_use(prepared, monkeypatch):
+    """Each DICOM is asked for (WILLNEED) before it is converted and dropped from the page
+    cache (DONTNEED) after, with at most DEPTH + 1 asked for and not yet dropped at a time."""
+    import os
+
+    from pneumoflow.core import readahead
+    from pneumoflow.sources import rsna
+
+    data, out = prepared
+    events: list[tuple[str, str]] = []
+    advice = {os.POSIX_FADV_WILLNEED: "ask", os.POSIX_FADV_DONTNEED: "drop"}
+    monkeypatch.setattr(readahead, "_advise", lambda path, a: events.append((advice[a], path.stem)))
+    convert = rsna.dicom_to_jpg_bytes
+    monkeypatch.setattr(
+        rsna, "dicom_to_jpg_bytes", lambda path: (events.append(("convert", path.stem)), convert(path))[1]
+    )
+    monkeypatch.setattr(readahead, "DEPTH", 4)
+    counts = convert_shard(
+        out / "manifest.tsv", 0, data / "stage_2_train_images", out / "jpg", out / "jrej.tsv"
+    )
+    assert counts == {"copied": 12, "encoded": 1, "refused": 0}
+    ids = list(pd.read_csv(out / "manifest.tsv", sep="\t").patientId)
+    assert [pid for kind, pid in events if kind == "convert"] == ids
+    for pid in ids:
+        kinds = [kind for kind, p in events if p == pid]
+        assert kinds == ["ask", "convert", "drop"], pid
+    in_cache, most = set(), 0
+    for kind, pid in events:
+        if kind == "ask":
+            in_cache.add(pid)
+        elif kind == "drop":
+            in_cache.discard(pid)
+        most = max(most, len(in_cache))
+    assert most == 4 + 1
+    assert (out / "jpg" / f"{ids[-1]}.jpg").is_file()

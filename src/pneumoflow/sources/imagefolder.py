@@ -20,6 +20,7 @@ from pneumoflow.core import qc
 from pneumoflow.core.atomic import atomic_dir
 from pneumoflow.core.ids import shard_of
 from pneumoflow.core.qc import QCError, Rejection, check_rejected_fraction
+from pneumoflow.core.readahead import read_ahead
 from pneumoflow.core.split import SPLITS
 from pneumoflow.core.tables import BOX_COLUMNS, MANIFEST_COLUMNS, read_manifest, write_tsv
 from pneumoflow.formats.images import JPEG_MAGIC, training_jpg
@@ -118,8 +119,9 @@ def convert_shard(manifest_tsv, shard: int, root, out_dir, rejected_out) -> dict
     manifest = read_manifest(manifest_tsv)
     counts, rejections = {"copied": 0, "encoded": 0, "refused": 0}, []
     with atomic_dir(out_dir) as out:
-        for row in manifest[manifest["shard"] == shard].itertuples(index=False):
-            path = Path(root) / row.source
+        rows = manifest[manifest["shard"] == shard]
+        paths = [Path(root) / source for source in rows.source]
+        for row, path in zip(rows.itertuples(index=False), read_ahead(paths), strict=True):
             data = training_jpg(path.read_bytes())
             if data is None:
                 rejections.append(Rejection("dicom_to_jpg", str(path), row.patientId, "cannot be decoded"))

@@ -20,6 +20,7 @@ from pneumoflow.core import qc
 from pneumoflow.core.atomic import atomic_dir
 from pneumoflow.core.ids import is_plain_id, shard_of
 from pneumoflow.core.qc import QCError, Rejection, check_rejected_fraction
+from pneumoflow.core.readahead import read_ahead
 from pneumoflow.core.split import assign_splits
 from pneumoflow.core.tables import BOX_COLUMNS, MANIFEST_COLUMNS, read_manifest, write_tsv
 from pneumoflow.formats.dicomheader import DicomError
@@ -172,8 +173,9 @@ def convert_shard(
     counts = {"copied": 0, "encoded": 0, "refused": 0}
     rejections = []
     with atomic_dir(out_dir) as out:
-        for pid in tqdm(ids, desc=f"dicom_to_jpg shard {shard}", unit="img", disable=None):
-            path = Path(dicom_dir) / f"{pid}.dcm"
+        paths = [Path(dicom_dir) / f"{pid}.dcm" for pid in ids]
+        progress = tqdm(ids, desc=f"dicom_to_jpg shard {shard}", unit="img", disable=None)
+        for pid, path in zip(progress, read_ahead(paths), strict=True):
             try:
                 data, copied = dicom_to_jpg_bytes(path)
             except DicomError as exc:
