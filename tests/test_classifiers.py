@@ -386,18 +386,43 @@ def test_killed_after_the_last_epoch_still_yields_the_model(weight_files, tmp_pa
 def test_checkpoints_are_paced_by_what_a_write_costs(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(checkpoints.time, "perf_counter", lambda: clock[0])
+    vgg16_head = 956_000_000  # fc6-fc8 and their momentum
+    small = checkpoints.CheckpointPacer()
+    clock[0] += 0.002  # one epoch of a toy run
+    assert small.due(2_000_000)  # ResNet101's head and momentum: an estimated 5 ms write is free
+    with small.writing():
+        clock[0] += 0.01
+    clock[0] += 0.002
+    assert not small.due(2_000_000)  # paced by the measured write from now on
+    assert small.due(2_000_000, last_epoch=True)  # but a cheap write ends the run on disk
+
     pacer = checkpoints.CheckpointPacer()
-    assert pacer.due()  # the first epoch writes: nothing measured yet
-    with pacer.writing():
-        clock[0] += 1.5  # a 956 MB VGG16 head
     clock[0] += 2.0  # one epoch
-    assert not pacer.due()
-    clock[0] += 13.0  # 15 s of training since the write: 10 writes' worth
-    assert pacer.due()
+    assert not pacer.due(vgg16_head)  # nothing written yet: the cost is estimated from the size
+    assert not pacer.due(vgg16_head, last_epoch=True)  # a large last write is paced too
+    clock[0] += 22.0
+    assert pacer.due(vgg16_head)  # 24 s of training: 10 estimated writes' worth
     with pacer.writing():
-        clock[0] += 0.001  # a small head: due after every epoch
+        clock[0] += 1.5  # the write, measured
+    clock[0] += 2.0
+    assert not pacer.due(vgg16_head)
+    clock[0] += 13.0  # 15 s of training since the write: 10 writes' worth
+    assert pacer.due(vgg16_head)
+    with pacer.writing():
+        clock[0] += 0.001  # a fast write: due after every epoch, whatever the size
     clock[0] += 0.5
-    assert pacer.due()
+    assert pacer.due(vgg16_head)
+
+
+def test_state_bytes_counts_the_trainable_head_and_its_momentum():
+    model = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 2))
+    model[0].requires_grad_(False)  # a frozen backbone: not in the checkpoint
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    head = (10 * 2 + 2) * 4
+    assert checkpoints.state_bytes(model, optimizer) == head
+    model(torch.ones(1, 10)).sum().backward()
+    optimizer.step()  # SGD's momentum buffers exist from the first step
+    assert checkpoints.state_bytes(model, optimizer) == 2 * head
 
 
 class _AutocastProbe(torch.nn.Module):

@@ -99,7 +99,10 @@ def test_kill_9_mid_dicom_to_jpg_keeps_finished_shards(tmp_path):
 
 
 def _training_args(tmp_path: Path) -> list[str]:
-    models = {"unet": {"enabled": False}, "resnet101": {"enabled": False}, "vgg16": {"epochs": 4}}
+    # features recomputed every epoch: ~0.1 s an epoch here, where cached ones take ~10 ms and a
+    # kill 50 ms after the first checkpoint could land after the last epoch
+    vgg16 = {"epochs": 4, "cache_features": False}
+    models = {"unet": {"enabled": False}, "resnet101": {"enabled": False}, "vgg16": vgg16}
     return config_file(tmp_path, models=models)
 
 

@@ -115,18 +115,31 @@ class CheckpointPacer:
     """Says when the next checkpoint is due: once the epochs since the last one took at least
     WORK_PER_WRITE times as long as writing it. Writing costs then at most 1/WORK_PER_WRITE of
     the training time, and a killed job loses at most about WORK_PER_WRITE writes' worth of
-    epochs. Small heads (ResNet101's 1 MB) are saved after every epoch; VGG16's fc6-fc8 with
-    momentum (956 MB at 224 px, ~1.5 s a write) every ~15 s of training, not every 2 s epoch.
+    epochs. Before the first write its cost is estimated from the checkpoint's size at
+    WRITE_BYTES_PER_S, so a short first epoch does not pay for a large write either. A cheap
+    write (under FREE_WRITE_S) is also due after the first and the last epoch, so a small head
+    (ResNet101's 2 MB with momentum, the probe's) loses nothing to a kill after either. VGG16's
+    fc6-fc8 with momentum (956 MB at 224 px, 1.5-2.4 s a write) is written every ~15-24 s of
+    training, not every 2 s epoch, and not at the end of a shorter run.
     """
 
     WORK_PER_WRITE = 10
+    # torch.save of VGG16's 956 MB checkpoint to local disk took 2.35 s on the 2-core
+    # development machine (py-spy of bench_cache_features.py, 2026-11-28), 1.5 s on another
+    WRITE_BYTES_PER_S = 400e6
+    FREE_WRITE_S = 0.05
 
     def __init__(self) -> None:
-        self.last_write = 0.0  # seconds the last write took: the first epoch writes at once
+        self.last_write: float | None = None  # seconds the last write took
         self.since = time.perf_counter()
 
-    def due(self) -> bool:
-        return time.perf_counter() - self.since >= self.WORK_PER_WRITE * self.last_write
+    def due(self, checkpoint_bytes: int, *, last_epoch: bool = False) -> bool:
+        """Whether to write now a checkpoint of about `checkpoint_bytes` (state_bytes)."""
+        first = self.last_write is None
+        cost = checkpoint_bytes / self.WRITE_BYTES_PER_S if first else self.last_write
+        if cost < self.FREE_WRITE_S and (first or last_epoch):
+            return True
+        return time.perf_counter() - self.since >= self.WORK_PER_WRITE * cost
 
     @contextlib.contextmanager
     def writing(self):
@@ -134,3 +147,10 @@ class CheckpointPacer:
         yield
         self.since = time.perf_counter()
         self.last_write = self.since - started
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the tensors a checkpoint holds: what training changes and the optimizer's state."""
+    tensors = [*changing_state(model).values()]
+    tensors += [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    return sum(t.nbytes for t in tensors)

@@ -227,9 +227,9 @@ def fit(
     best-val-accuracy weights (ties: lower val loss) at `model_out` (save_model); return
     (history table, val probabilities (N,) float32 of the kept weights).
 
-    A checkpoint is written after the first and the last epoch, and in between as
-    checkpoints.CheckpointPacer allows; a later call with the same fingerprint resumes at
-    the next epoch.
+    A checkpoint is written after an epoch when checkpoints.CheckpointPacer says it is due (a
+    small head after the first and the last epoch at least); a later call with the same
+    fingerprint resumes at the epoch after the last checkpoint.
     """
     torch.manual_seed(cfg.seed)  # also fixes the probe's random backbone
     device = training_device()
@@ -287,7 +287,10 @@ def fit(
             if (val_acc, -val_loss) > progress.best:
                 progress.best = (val_acc, -val_loss)
                 unsaved_best = checkpoints.copied(checkpoints.changing_state(model))
-            if epoch == cfg.epochs - 1 or pacer.due():
+            # model_out follows the last epoch at once: a large head that trained only a few
+            # seconds since its last checkpoint is not written twice
+            last = epoch == cfg.epochs - 1
+            if pacer.due(checkpoints.state_bytes(model, optimizer), last_epoch=last):
                 with pacer.writing():
                     checkpoints.save(
                         checkpoint, model, optimizer, scheduler, progress,
@@ -295,7 +298,10 @@ def fit(
                     )  # fmt: skip
                 unsaved_best = None
 
-        checkpoints.load_best(checkpoint, model)
+        if unsaved_best is None:
+            checkpoints.load_best(checkpoint, model)
+        else:
+            model.load_state_dict(unsaved_best, strict=False)
         _, _, val_probs = evaluate(net, data.val_loader, criterion, device, data.prepare)
     threshold = thresholds.youden_threshold(val[1], val_probs)
     save_model(model_out, model.cpu(), cfg, kind, threshold)
