@@ -135,9 +135,9 @@ class CheckpointPacer:
 
     def due(self, checkpoint_bytes: int, *, last_epoch: bool = False) -> bool:
         """Whether to write now a checkpoint of about `checkpoint_bytes` (state_bytes)."""
-        first = self.last_write is None
-        cost = checkpoint_bytes / self.WRITE_BYTES_PER_S if first else self.last_write
-        if cost < self.FREE_WRITE_S and (first or last_epoch):
+        measured = self.last_write
+        cost = checkpoint_bytes / self.WRITE_BYTES_PER_S if measured is None else measured
+        if cost < self.FREE_WRITE_S and (measured is None or last_epoch):
             return True
         return time.perf_counter() - self.since >= self.WORK_PER_WRITE * cost
 
