@@ -28,18 +28,16 @@ def _advise(path: Path, advice: int) -> None:
         os.close(fd)
 
 
-def read_ahead(paths: Sequence[Path], depth: int | None = None) -> Iterator[Path]:
-    """Yield each of `paths` in order once the next `depth` (default DEPTH) are being read into
-    the page cache; after the caller is done with a path (the next one is asked for), drop it
-    from the cache."""
-    depth = DEPTH if depth is None else depth
+def read_ahead(paths: Sequence[Path]) -> Iterator[Path]:
+    """Yield each of `paths` in order once the next DEPTH are being read into the page cache;
+    after the caller is done with a path (the next one is asked for), drop it from the cache."""
     if not hasattr(os, "posix_fadvise"):  # not Linux: plain reads
         yield from paths
         return
-    for path in paths[:depth]:
+    for path in paths[:DEPTH]:
         _advise(path, os.POSIX_FADV_WILLNEED)
     for i, path in enumerate(paths):
-        if i + depth < len(paths):
-            _advise(paths[i + depth], os.POSIX_FADV_WILLNEED)
+        if i + DEPTH < len(paths):
+            _advise(paths[i + DEPTH], os.POSIX_FADV_WILLNEED)
         yield path
         _advise(path, os.POSIX_FADV_DONTNEED)
