@@ -146,10 +146,11 @@ def scan(data: bytes | _FileBytes) -> Scan | None:
 
 
 class _FileBytes:
-    """The bytes of an open file, read where sliced (os.pread); the first 64 kB, where the
-    header lies, in one read. Enough of `bytes` for `scan`: len and slices."""
+    """The bytes of an open file, read where sliced (os.pread); the first 8 kB, where the
+    header lies (RSNA's are about 1 kB), in one read: the manifest asks for those bytes ahead
+    (core.readahead.read_ends_ahead). Enough of `bytes` for `scan`: len and slices."""
 
-    HEAD = 65536
+    HEAD = 8192
 
     def __init__(self, fd: int):
         self.fd, self.size = fd, os.fstat(fd).st_size

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +19,7 @@ from pneumoflow.core import qc
 from pneumoflow.core.atomic import atomic_dir
 from pneumoflow.core.ids import is_plain_id, shard_of
 from pneumoflow.core.qc import QCError, Rejection, check_rejected_fraction
-from pneumoflow.core.readahead import read_ahead
+from pneumoflow.core.readahead import read_ahead, read_ends_ahead
 from pneumoflow.core.split import assign_splits
 from pneumoflow.core.tables import BOX_COLUMNS, MANIFEST_COLUMNS, read_manifest, write_tsv
 from pneumoflow.formats.dicomheader import DicomError
@@ -40,42 +39,28 @@ def list_dicoms(dicom_dir: str | Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.dcm"))}
 
 
-# Reading 26,684 headers waits on the disk more than on the CPU (26 CPU-s in 65 s, cold), and
-# os.pread releases the GIL: a few threads keep several fast-path reads in flight. pydicom
-# stays in the calling thread (dicomio reads its warnings through warnings.catch_warnings,
-# which is not thread-safe).
-HEADER_READERS = 8
-
-
 def _image_rows(labels: Labels, ids: list[str], dicoms: dict[str, Path], rejections: list[Rejection]):
     """Yield (patientId, DicomInfo) for the ids whose DICOM is usable and holds its boxes."""
-    paths = [dicoms.get(pid) for pid in ids]
-    pool = ThreadPoolExecutor(HEADER_READERS)
-    try:
-        fast = pool.map(lambda path: None if path is None else header_info(path), paths)
-        for pid, path, info in zip(
-            ids,
-            paths,
-            tqdm(fast, total=len(ids), desc="DICOM headers", unit="img", disable=None),
-            strict=True,
-        ):
-            if path is None:
-                rejections.append(Rejection("manifest", "-", pid, "no DICOM file for this patientId"))
-                continue
-            try:
-                # the fast path reads RSNA's files; pydicom everything else, and says what is wrong
-                info = info or _read_with_pydicom(path)
-            except DicomError as exc:
-                rejections.append(Rejection("manifest", str(path), pid, str(exc)))
-                continue
-            outside = [b for b in labels.boxes[pid] if b[0] + b[2] > info.cols or b[1] + b[3] > info.rows]
-            if outside:
-                reason = f"box {outside[0]} reaches outside the {info.cols}x{info.rows} image"
-                rejections.append(Rejection("manifest", str(path), pid, reason))
-                continue
-            yield pid, info
-    finally:  # stopped early (an error, Ctrl-C): the reads not yet started are dropped
-        pool.shutdown(cancel_futures=True)
+    # Reading 26,684 headers from a cold cache waits on the disk: the next files' headers are
+    # asked for while this one is parsed (README.md, Performance: full-size preprocessing)
+    ahead = read_ends_ahead([dicoms[pid] for pid in ids if pid in dicoms])
+    for pid in tqdm(ids, desc="DICOM headers", unit="img", disable=None):
+        if pid not in dicoms:
+            rejections.append(Rejection("manifest", "-", pid, "no DICOM file for this patientId"))
+            continue
+        path = next(ahead)  # dicoms[pid], once the headers after it are being read
+        try:
+            # the fast path reads RSNA's files; pydicom everything else, and says what is wrong
+            info = header_info(path) or _read_with_pydicom(path)
+        except DicomError as exc:
+            rejections.append(Rejection("manifest", str(path), pid, str(exc)))
+            continue
+        outside = [b for b in labels.boxes[pid] if b[0] + b[2] > info.cols or b[1] + b[3] > info.rows]
+        if outside:
+            reason = f"box {outside[0]} reaches outside the {info.cols}x{info.rows} image"
+            rejections.append(Rejection("manifest", str(path), pid, reason))
+            continue
+        yield pid, info
 
 
 def _read_with_pydicom(path: Path):
