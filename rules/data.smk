@@ -78,6 +78,9 @@ checkpoint dicom_to_jpg:
         "logs/dicom_to_jpg/{shard}.log",
     benchmark:
         "logs/benchmarks/dicom_to_jpg/{shard}.tsv"
+    # the shard jobs before any arrays job: each arrays job waits on its shard's two, and a
+    # shard left to the end leaves one core idle (README, Performance: the schedule)
+    priority: 2
     conda:
         "../envs/preprocess.yaml"
     params:
@@ -100,6 +103,7 @@ checkpoint masks:
         "logs/masks/{shard}.log",
     benchmark:
         "logs/benchmarks/masks/{shard}.tsv"
+    priority: 2
     conda:
         "../envs/preprocess.yaml"
     params:
@@ -123,6 +127,8 @@ rule arrays:
         "logs/arrays/{size}px/{split}/{shard}.log",
     benchmark:
         "logs/benchmarks/arrays/{size}px/{split}/{shard}.tsv"
+    # the training split's jobs (70% of the images) first, the small ones fill in at the end
+    priority: lambda wildcards: 1 if wildcards.split == "train" else 0
     conda:
         "../envs/preprocess.yaml"
     params:
