@@ -84,6 +84,74 @@ def test_dicom_broken_after_manifest_is_refused_and_shard_goes_on(prepared):
     assert not (out / "jpg" / f"{ids[1]}.jpg").exists()
 
 
+def test_manifest_asks_for_each_headers_ends_ahead_and_reads_them_in_order(prepared, monkeypatch):
+    """Each DICOM's first and last ENDS_BYTES are asked for (WILLNEED) before its header is read,
+    at most ENDS_DEPTH + 1 ahead of the reads, and none is dropped (dicom_to_jpg reads them next).
+    A labels row without its DICOM is refused and does not shift the files after it."""
+    import os
+
+    from pneumoflow.core import readahead
+    from pneumoflow.sources import rsna
+
+    data, out = prepared
+    ids = list(pd.read_csv(out / "manifest.tsv", sep="\t", dtype={"patientId": str}).patientId)
+    (data / "stage_2_train_images" / f"{ids[3]}.dcm").unlink()
+    events: list[tuple[str, str]] = []
+
+    def advise(path, advice, ends=0):
+        assert advice == os.POSIX_FADV_WILLNEED and ends == readahead.ENDS_BYTES
+        events.append(("ask", path.stem))
+
+    read = rsna.header_info
+    monkeypatch.setattr(readahead, "_advise", advise)
+    monkeypatch.setattr(rsna, "header_info", lambda path: (events.append(("read", path.stem)), read(path))[1])
+    monkeypatch.setattr(readahead, "ENDS_DEPTH", 4)
+    manifest, _, rejections, _ = rsna.build_manifest(
+        data / "stage_2_train_labels.csv",
+        data / "stage_2_detailed_class_info.csv",
+        data / "stage_2_train_images",
+        n_shards=1,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        seed=1,
+    )
+    assert [r.patientId for r in rejections] == [ids[3]] and "no DICOM file" in rejections[0].reason
+    assert list(manifest.patientId) == ids[:3] + ids[4:]
+    kept = ids[:3] + ids[4:]
+    assert [pid for kind, pid in events if kind == "read"] == kept
+    for pid in kept:
+        kinds = [kind for kind, p in events if p == pid]
+        assert kinds[0] == "ask" and kinds.count("ask") == 1, pid
+    asked, most = set(), 0
+    for kind, pid in events:
+        if kind == "ask":
+            asked.add(pid)
+        else:
+            asked.discard(pid)
+        most = max(most, len(asked))
+    assert most == 4 + 1
+
+
+def test_ends_are_asked_for_at_both_ends_of_each_file(tmp_path, monkeypatch):
+    """read_ends_ahead asks the kernel for [0, ENDS_BYTES) and the last ENDS_BYTES of each file
+    (all of a small one), and skips a missing file (its reader says what is wrong)."""
+    import os
+
+    from pneumoflow.core import readahead
+
+    big, small = tmp_path / "big.dcm", tmp_path / "small.dcm"
+    big.write_bytes(bytes(100_000))
+    small.write_bytes(bytes(100))
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, offset, length, advice: calls.append((offset, length, advice))
+    )
+    paths = [big, tmp_path / "missing.dcm", small]
+    assert list(readahead.read_ends_ahead(paths)) == paths
+    n, will = readahead.ENDS_BYTES, os.POSIX_FADV_WILLNEED
+    assert calls == [(0, n, will), (100_000 - n, n, will), (0, n, will), (0, n, will)]
+
+
 def test_masks_and_arrays_line_up_with_boxes(prepared):
     data, out = prepared
     convert_shard(out / "manifest.tsv", 0, data / "stage_2_train_images", out / "jpg", out / "jrej.tsv")
