@@ -128,7 +128,8 @@ rule arrays:
         "logs/arrays/{size}px/{split}/{shard}.log",
     benchmark:
         "logs/benchmarks/arrays/{size}px/{split}/{shard}.tsv"
-    # the training split's jobs (70% of the images) first, the small ones fill in at the end
+    # the training split's jobs (most of the images: 70% by default) first, the small ones
+    # fill in at the end
     priority: lambda wildcards: 1 if wildcards.split == "train" else 0
     conda:
         "../envs/preprocess.yaml"

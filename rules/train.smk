@@ -70,8 +70,8 @@ rule train_unet:
     benchmark:
         "logs/benchmarks/train_unet.tsv"
     # the longest chain (train, postprocess, evaluate, submission): start it first, and let the
-    # classifiers' shorter jobs fill the other cores
-    priority: 1
+    # classifiers' shorter jobs fill the other cores (above every arrays job, rules/data.smk)
+    priority: 3
     conda:
         "../envs/tensorflow.yaml"
     threads: config["models"]["unet"]["threads"]

@@ -1,6 +1,7 @@
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from pneumoflow.formats.masks import box_mask, write_png
 
@@ -53,6 +54,8 @@ def test_load_mask_equals_opencvs_nearest_resize_of_the_whole_png(tmp_path, shap
     mask = box_mask(boxes, rows, cols)
     write_png(tmp_path / "m.png", mask)
     cv2.imwrite(str(tmp_path / "m8.png"), mask)  # 8 bits a pixel
+    with Image.open(tmp_path / "m.png") as one_bit, Image.open(tmp_path / "m8.png") as eight_bit:
+        assert (one_bit.mode, eight_bit.mode) == ("1", "L")  # the packed read, and the whole one
     expected = (cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127).astype(np.uint8)
     for png in ("m.png", "m8.png"):
         got = load_mask(tmp_path / png, size, shape)
@@ -60,3 +63,13 @@ def test_load_mask_equals_opencvs_nearest_resize_of_the_whole_png(tmp_path, shap
         np.testing.assert_array_equal(got, expected, err_msg=png)
     with pytest.raises(ValueError, match="is not 10x20 pixels"):
         load_mask(tmp_path / "m.png", size, (10, 20))
+
+
+def test_a_cut_short_mask_png_names_its_file(tmp_path):
+    from pneumoflow.formats.arrays import load_mask
+
+    write_png(tmp_path / "m.png", box_mask([(10, 20, 300, 400)], 1024, 1024))
+    data = (tmp_path / "m.png").read_bytes()
+    (tmp_path / "m.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError, match="cannot read .*m.png"):
+        load_mask(tmp_path / "m.png", 64, (1024, 1024))

@@ -1,5 +1,6 @@
 """dicom_to_jpg, masks and arrays on a generated sample, including a non-1024 image."""
 
+import os
 import shutil
 
 import cv2
@@ -84,12 +85,11 @@ def test_dicom_broken_after_manifest_is_refused_and_shard_goes_on(prepared):
     assert not (out / "jpg" / f"{ids[1]}.jpg").exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="the read-ahead hints are Linux-only")
 def test_manifest_asks_for_each_headers_ends_ahead_and_reads_them_in_order(prepared, monkeypatch):
     """Each DICOM's first and last ENDS_BYTES are asked for (WILLNEED) before its header is read,
     at most ENDS_DEPTH + 1 ahead of the reads, and none is dropped (dicom_to_jpg reads them next).
     A labels row without its DICOM is refused and does not shift the files after it."""
-    import os
-
     from pneumoflow.core import readahead
     from pneumoflow.sources import rsna
 
@@ -132,11 +132,10 @@ def test_manifest_asks_for_each_headers_ends_ahead_and_reads_them_in_order(prepa
     assert most == 4 + 1
 
 
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="the read-ahead hints are Linux-only")
 def test_ends_are_asked_for_at_both_ends_of_each_file(tmp_path, monkeypatch):
     """read_ends_ahead asks the kernel for [0, ENDS_BYTES) and the last ENDS_BYTES of each file
     (all of a small one), and skips a missing file (its reader says what is wrong)."""
-    import os
-
     from pneumoflow.core import readahead
 
     big, small = tmp_path / "big.dcm", tmp_path / "small.dcm"
@@ -218,11 +217,10 @@ def test_masks_without_boxes_are_the_encoded_empty_mask_and_arrays_read_only_mas
         build_arrays(*args)
 
 
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="the read-ahead hints are Linux-only")
 def test_dicom_to_jpg_reads_ahead_and_drops_each_dicom_after_use(prepared, monkeypatch):
     """Each DICOM is asked for (WILLNEED) before it is converted and dropped from the page
     cache (DONTNEED) after, with at most DEPTH + 1 asked for and not yet dropped at a time."""
-    import os
-
     from pneumoflow.core import readahead
     from pneumoflow.sources import rsna
 

@@ -62,16 +62,28 @@ def load_mask(mask_png: str | Path, size: int, shape: tuple[int, int]) -> np.nda
     """(size, size) uint8 {0, 1} of a mask PNG whose full (rows, cols) must be `shape`, resized
     as cv2.resize(..., INTER_NEAREST) does. The 1-bit PNGs that formats.masks writes are read
     packed (Pillow), and only the rows and columns that the resize keeps are unpacked: 8 times
-    less to fill than OpenCV's 8-bit read (README.md, Performance: masks)."""
-    with Image.open(mask_png) as png:
-        if (png.height, png.width) != shape:
-            raise ValueError(f"{mask_png} is not {shape[0]}x{shape[1]} pixels as the manifest says")
-        if png.mode != "1":  # not formats.masks' 1-bit PNG: read whole
-            mask = np.asarray(png.convert("L"))
-            return (cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127).astype(np.uint8)
-        packed = np.frombuffer(png.tobytes(), np.uint8).reshape(shape[0], -1)
+    less to fill than OpenCV's 8-bit read (README.md, Performance: masks). Any other PNG is
+    read whole by OpenCV."""
+    try:
+        with Image.open(mask_png) as png:
+            packed = png.mode == "1" and (png.height, png.width) == shape and png.tobytes()
+    except OSError as exc:  # not a PNG, or cut short: say which file
+        raise OSError(f"cannot read {mask_png}: {exc}") from exc
+    if not packed:
+        return _load_mask_whole(mask_png, size, shape)
     rows, cols = (_nearest_indices(n, size) for n in shape)
-    return np.unpackbits(packed[rows], axis=1, count=shape[1])[:, cols]
+    bits = np.frombuffer(packed, np.uint8).reshape(shape[0], -1)
+    return np.unpackbits(bits[rows], axis=1, count=shape[1])[:, cols]
+
+
+def _load_mask_whole(mask_png: str | Path, size: int, shape: tuple[int, int]) -> np.ndarray:
+    mask = cv2.imread(str(mask_png), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise OSError(f"cannot read {mask_png}")
+    if mask.shape != shape:
+        raise ValueError(f"{mask_png} is not {shape[0]}x{shape[1]} pixels as the manifest says")
+    mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+    return (mask > 127).astype(np.uint8)
 
 
 @functools.cache
@@ -79,7 +91,9 @@ def _nearest_indices(n: int, size: int) -> np.ndarray:
     """(size,) intp: the source index of each output pixel when INTER_NEAREST resizes n to size.
     Taken from OpenCV itself (a row of indices, resized), so it matches to the last pixel."""
     indices = np.arange(n, dtype=np.int32)[None, :]
-    return cv2.resize(indices, (size, 1), interpolation=cv2.INTER_NEAREST)[0].astype(np.intp)
+    kept = cv2.resize(indices, (size, 1), interpolation=cv2.INTER_NEAREST)[0].astype(np.intp)
+    kept.flags.writeable = False  # cached: shared by every call
+    return kept
 
 
 def build_arrays(

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumoflow.core.readahead import ENDS_BYTES
 from pneumoflow.formats.dicomheader import MAX_PIXELS, RADIOGRAPH_MODALITIES, DicomInfo, parse_age
 
 JPEG_BASELINE_8BIT = "1.2.840.10008.1.2.4.50"
@@ -147,10 +148,10 @@ def scan(data: bytes | _FileBytes) -> Scan | None:
 
 class _FileBytes:
     """The bytes of an open file, read where sliced (os.pread); the first 8 kB, where the
-    header lies (RSNA's are about 1 kB), in one read: the manifest asks for those bytes ahead
+    header lies (RSNA's are about 1 kB), in one read: the bytes the manifest asks for ahead
     (core.readahead.read_ends_ahead). Enough of `bytes` for `scan`: len and slices."""
 
-    HEAD = 8192
+    HEAD = ENDS_BYTES
 
     def __init__(self, fd: int):
         self.fd, self.size = fd, os.fstat(fd).st_size

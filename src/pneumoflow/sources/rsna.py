@@ -49,7 +49,8 @@ def _image_rows(labels: Labels, ids: list[str], dicoms: dict[str, Path], rejecti
         if pid not in dicoms:
             rejections.append(Rejection("manifest", "-", pid, "no DICOM file for this patientId"))
             continue
-        path = next(ahead)  # dicoms[pid], once the headers after it are being read
+        path = next(ahead)  # once the headers after it are being read
+        assert path == dicoms[pid], (path, pid)  # the list above skips what this loop skips
         try:
             # the fast path reads RSNA's files; pydicom everything else, and says what is wrong
             info = header_info(path) or _read_with_pydicom(path)
