@@ -227,7 +227,7 @@ def test_dicom_to_jpg_reads_ahead_and_drops_each_dicom_after_use(prepared, monke
     data, out = prepared
     events: list[tuple[str, str]] = []
     advice = {os.POSIX_FADV_WILLNEED: "ask", os.POSIX_FADV_DONTNEED: "drop"}
-    monkeypatch.setattr(readahead, "_advise", lambda path, a: events.append((advice[a], path.stem)))
+    monkeypatch.setattr(readahead, "_advise", lambda path, a, ends=0: events.append((advice[a], path.stem)))
     convert = rsna.dicom_to_jpg_bytes
     monkeypatch.setattr(
         rsna, "dicom_to_jpg_bytes", lambda path: (events.append(("convert", path.stem)), convert(path))[1]

@@ -40,27 +40,24 @@ def _advise(path: Path, advice: int, ends: int = 0) -> None:
 def read_ahead(paths: Sequence[Path]) -> Iterator[Path]:
     """Yield each of `paths` in order once the next DEPTH are being read into the page cache;
     after the caller is done with a path (the next one is asked for), drop it from the cache."""
-    if not hasattr(os, "posix_fadvise"):  # not Linux: plain reads
-        yield from paths
-        return
-    for path in paths[:DEPTH]:
-        _advise(path, os.POSIX_FADV_WILLNEED)
-    for i, path in enumerate(paths):
-        if i + DEPTH < len(paths):
-            _advise(paths[i + DEPTH], os.POSIX_FADV_WILLNEED)
-        yield path
-        _advise(path, os.POSIX_FADV_DONTNEED)
+    return _hinted(paths, DEPTH, ends=0, drop=True)
 
 
 def read_ends_ahead(paths: Sequence[Path]) -> Iterator[Path]:
     """Yield each of `paths` in order once the first and last ENDS_BYTES of the next ENDS_DEPTH
     are being read into the page cache. Nothing is dropped: dicom_to_jpg reads these files next."""
-    if not hasattr(os, "posix_fadvise"):
+    return _hinted(paths, ENDS_DEPTH, ends=ENDS_BYTES, drop=False)
+
+
+def _hinted(paths: Sequence[Path], depth: int, *, ends: int, drop: bool) -> Iterator[Path]:
+    if not hasattr(os, "posix_fadvise"):  # not Linux: plain reads
         yield from paths
         return
-    for path in paths[:ENDS_DEPTH]:
-        _advise(path, os.POSIX_FADV_WILLNEED, ENDS_BYTES)
+    for path in paths[:depth]:
+        _advise(path, os.POSIX_FADV_WILLNEED, ends)
     for i, path in enumerate(paths):
-        if i + ENDS_DEPTH < len(paths):
-            _advise(paths[i + ENDS_DEPTH], os.POSIX_FADV_WILLNEED, ENDS_BYTES)
+        if i + depth < len(paths):
+            _advise(paths[i + depth], os.POSIX_FADV_WILLNEED, ends)
         yield path
+        if drop:
+            _advise(path, os.POSIX_FADV_DONTNEED)

@@ -66,10 +66,11 @@ def load_mask(mask_png: str | Path, size: int, shape: tuple[int, int]) -> np.nda
     read whole by OpenCV."""
     try:
         with Image.open(mask_png) as png:
-            packed = png.mode == "1" and (png.height, png.width) == shape and png.tobytes()
+            one_bit = png.mode == "1" and (png.height, png.width) == shape
+            packed = png.tobytes() if one_bit else None
     except OSError as exc:  # not a PNG, or cut short: say which file
         raise OSError(f"cannot read {mask_png}: {exc}") from exc
-    if not packed:
+    if packed is None:  # another PNG, or the wrong size (said by the whole read)
         return _load_mask_whole(mask_png, size, shape)
     rows, cols = (_nearest_indices(n, size) for n in shape)
     bits = np.frombuffer(packed, np.uint8).reshape(shape[0], -1)
