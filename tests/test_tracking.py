@@ -303,3 +303,33 @@ def test_system_metrics_setting_is_no_part_of_the_fingerprint(sqlite_settings, t
     off = TrackingSettings(sqlite_settings.tracking_uri, "test", system_metrics=False)
     second, _, calls = _run(off, tmp_path, {"cfg": "sys"})
     assert calls == [] and second == first  # restored: switching it retrains nothing
+
+
+@pytest.mark.e2e
+def test_a_baseline_only_run_opens_its_pipeline_run_and_links_the_baseline(tmp_path, monkeypatch):
+    """onstart opens the parent run when any tracked rule is due (TRACKED_RULES): here only the
+    baseline's training and evaluation, every deep model off."""
+    from conftest import snakemake
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store is results/mlflow.db
+    monkeypatch.delenv(model_run.PARENT_ENV, raising=False)
+    config = tmp_path / "baseline.yaml"
+    config.write_text(
+        "data: {synthetic: {n_images: 24, image_size: 64}}\n"
+        "preprocess: {shards: 1}\n"
+        "models: {unet: {enabled: false}, vgg16: {enabled: false}, resnet101: {enabled: false},\n"
+        "         baseline: {img_size: 32}}\n"
+    )
+    result = snakemake(tmp_path / "work", "--configfile", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rule train_baseline:" in result.stdout + result.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/work/results/mlflow.db")
+    experiment = client.get_experiment_by_name("pneumonia")
+    runs = client.search_runs([experiment.experiment_id])
+    pipelines = [r for r in runs if r.data.tags.get("pneumoflow.kind") == "pipeline"]
+    assert len(pipelines) == 1 and pipelines[0].info.status == "FINISHED"
+    baseline = [r for r in runs if r.data.tags.get("pneumoflow.rule") == "train_baseline"]
+    assert len(baseline) == 1 and baseline[0].info.status == "FINISHED"
+    assert baseline[0].data.tags[model_run.PIPELINE_TAG] == pipelines[0].info.run_id
+    assert {r.data.tags.get("pneumoflow.rule") for r in runs} <= {None, "train_baseline", "evaluate"}

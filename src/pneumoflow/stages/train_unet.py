@@ -70,6 +70,7 @@ def run(
             run=run,
             threads=threads,
             fingerprint=run_cache.fingerprint(parts),
+            counts=(n_train, n_train_positive, n_val),
         )
         plots.plot_curves(history, ["loss"], outputs["loss.png"], "U-Net: Dice loss")
         plots.plot_curves(history, ["dice", "mean_iou"], outputs["dice.png"], "U-Net: Dice and mean IoU")

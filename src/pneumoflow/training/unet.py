@@ -173,19 +173,26 @@ def fit(
     run,
     threads=1,
     fingerprint="",
+    counts: tuple[int, int, int] | None = None,
 ):
     """Train; keep the best-val-loss model at `model_out`; return the history table.
 
     Resumes from the training state in `backup_dir` only when it was written under the same
     `fingerprint` (settings, data, code, library versions); any other state is discarded.
+    `counts` is (train images, train images with an opacity, val images) as check_split
+    returned them to the caller; None counts (and checks) the splits here.
     """
     import keras
 
     _configure_tensorflow(threads, cfg.mixed_precision)
     keras.utils.set_random_seed(cfg.seed)
-    n_all, n_positive = check_split(train_npz, "train", cfg.img_size, need_positive=True)
+    if counts is None:
+        counts = (
+            *check_split(train_npz, "train", cfg.img_size, need_positive=True),
+            check_split(val_npz, "val", cfg.img_size, need_positive=False)[0],
+        )
+    n_all, n_positive, n_val = counts
     n_train = n_positive if cfg.train_on == "positives" else n_all
-    n_val, _ = check_split(val_npz, "val", cfg.img_size, need_positive=False)
     model = unet.compile_unet(unet.build_unet(cfg.img_size), cfg.lr)
 
     class LogEpochs(keras.callbacks.Callback):
