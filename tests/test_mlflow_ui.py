@@ -192,6 +192,36 @@ def test_predict_loads_a_registered_model(ui, tiny_run, tmp_path):
     assert from_registry.vgg16_probability.tolist() == tables["results/models"].vgg16_probability.tolist()
 
 
+def test_a_registered_unet_brings_the_box_settings_tuned_for_it(ui, tiny_run, tmp_path):
+    """models:/pneumoflow-unet@current comes with the postprocess.json that rule postprocess
+    tuned for that version, so predict draws the pipeline's boxes, not default ones."""
+    uri = f"models:/pneumoflow-unet@{ALIAS}"
+    fetch = "import sys, pneumoflow.tracking.model_files as m; m.download_registered(*sys.argv[1:])"
+    result = subprocess.run(
+        [sys.executable, "-c", fetch, uri, str(tmp_path / "fetched"), "sqlite:///results/mlflow.db"],
+        capture_output=True, text=True, cwd=tiny_run, env=_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    tuned = tiny_run / "results/models/unet/postprocess.json"
+    assert (tmp_path / "fetched/unet/postprocess.json").read_text() == tuned.read_text()
+    # the same boxes as the pipeline's own U-Net folder, without a gate classifier beside it
+    shutil.copytree(tiny_run / "results/models/unet", tmp_path / "local/unet")
+    images = sorted((tiny_run / "data/synthetic/stage_2_train_images").glob("*.dcm"))[:6]
+    tables = []
+    for source in (str(tmp_path / "local"), uri):
+        out = tmp_path / f"{len(tables)}.csv"
+        result = subprocess.run(
+            [sys.executable, "-m", "pneumoflow", "predict", *map(str, images), "--models", source, "--out",
+             str(out)],
+            capture_output=True, text=True, cwd=tiny_run, env=_env(),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        tables.append(pd.read_csv(out, keep_default_na=False))
+    assert f"box settings of {uri}: postprocess.json of run" in result.stderr, result.stderr[-2000:]
+    assert tables[1].PredictionString.tolist() == tables[0].PredictionString.tolist()
+    assert tables[1].unet_probability.tolist() == tables[0].unet_probability.tolist()
+
+
 def test_experiment_page_opens_on_the_model_runs(ui, chromium, tiny_run, tmp_path):
     base, printed = ui
     text = _render(chromium, printed, tmp_path / "experiment.html")

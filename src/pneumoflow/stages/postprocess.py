@@ -60,7 +60,7 @@ def run(
     if client is not None:
         unet_run = Path(run_id).read_text().strip()
         params = {k: ("none" if v is None else v) for k, v in summary.items() if not k.startswith("val_")}
-        tags = {"pneumoflow.kind": "postprocess", "pneumoflow.unet_run": unet_run}
+        tags = {"pneumoflow.kind": "postprocess", model_run.UNET_RUN_TAG: unet_run}
         with model_run.ModelRun(
             client, experiment_id(client, store), "unet_postprocess", params, tags
         ) as run:

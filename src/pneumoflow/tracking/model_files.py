@@ -22,6 +22,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+from pneumoflow.tracking.model_run import OUTPUTS, UNET_RUN_TAG
 from pneumoflow.tracking.registry import ALIAS, registered_name
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class _Context:
 
 def download_registered(uri: str, dest: str | Path, tracking_uri: str) -> Path:
     """A models:/pneumoflow-<model>@<alias> (or /<version>) URI in the registry at `tracking_uri`
-    -> dest/<model>/<model file>, the layout `pneumoflow predict --models` reads. Returns dest."""
+    -> dest/<model>/<model file>, the layout `pneumoflow predict --models` reads. Returns dest.
+    For the U-Net, also dest/unet/postprocess.json, the box settings tuned for that version."""
     name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
     model = name.removeprefix("pneumoflow-")
     if not name.startswith("pneumoflow-") or not model:
@@ -91,4 +93,25 @@ def download_registered(uri: str, dest: str | Path, tracking_uri: str) -> Path:
         raise FileNotFoundError(f"{uri} holds no {file}: not a model the pneumoflow pipeline logged")
     (Path(dest) / model).mkdir(parents=True, exist_ok=True)
     shutil.move(found, Path(dest) / model / file)
+    if model == "unet":
+        _download_tuned_postprocess(uri, mlflow.models.Model.load(str(local)).run_id, Path(dest) / model)
     return Path(dest)
+
+
+def _download_tuned_postprocess(uri: str, unet_run: str, folder: Path) -> None:
+    """postprocess.json from the newest finished postprocess run that tuned the boxes of the
+    U-Net trained in `unet_run`, into `folder`; with none, predict uses its default settings."""
+    client = mlflow.MlflowClient()
+    found = client.search_runs(
+        [client.get_run(unet_run).info.experiment_id],
+        filter_string=f"tags.`{UNET_RUN_TAG}` = '{unet_run}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not found:
+        log.warning("%s: no box post-processing was tuned for it (rule postprocess): default settings", uri)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        fetched = client.download_artifacts(found[0].info.run_id, f"{OUTPUTS}/postprocess.json", tmp)
+        shutil.move(fetched, folder / "postprocess.json")
+    log.info("box settings of %s: postprocess.json of run %s", uri, found[0].info.run_id)

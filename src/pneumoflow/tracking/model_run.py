@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PARENT_ENV = "PNEUMOFLOW_PARENT_RUN_ID"
 PIPELINE_TAG = "pneumoflow.pipeline_run_id"  # links a model run to its invocation's pipeline run
+UNET_RUN_TAG = "pneumoflow.unet_run"  # links a postprocess run to the U-Net training run it tuned
 OUTPUTS = "outputs"  # artifact folder holding a stage's output files, restored by the cache
 
 
