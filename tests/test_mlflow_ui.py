@@ -192,7 +192,7 @@ def test_predict_loads_a_registered_model(ui, tiny_run, tmp_path):
     assert from_registry.vgg16_probability.tolist() == tables["results/models"].vgg16_probability.tolist()
 
 
-def test_a_registered_unet_brings_the_box_settings_tuned_for_it(ui, tiny_run, tmp_path):
+def test_a_registered_unet_brings_the_box_settings_tuned_for_it(tiny_run, tmp_path):
     """models:/pneumoflow-unet@current comes with the postprocess.json that rule postprocess
     tuned for that version, so predict draws the pipeline's boxes, not default ones."""
     uri = f"models:/pneumoflow-unet@{ALIAS}"

@@ -307,8 +307,9 @@ def test_system_metrics_setting_is_no_part_of_the_fingerprint(sqlite_settings, t
 
 @pytest.mark.e2e
 def test_a_baseline_only_run_opens_its_pipeline_run_and_links_the_baseline(tmp_path, monkeypatch):
-    """onstart opens the parent run when any tracked rule is due (TRACKED_RULES): here only the
-    baseline's training and evaluation, every deep model off."""
+    """onstart opens the parent run when any tracked rule is due (TRACKED_RULES), every deep
+    model off: first for the baseline's training alone, then for its evaluation, which adds
+    test metrics to the training run."""
     from conftest import snakemake
     from mlflow import MlflowClient
 
@@ -321,15 +322,55 @@ def test_a_baseline_only_run_opens_its_pipeline_run_and_links_the_baseline(tmp_p
         "models: {unet: {enabled: false}, vgg16: {enabled: false}, resnet101: {enabled: false},\n"
         "         baseline: {img_size: 32}}\n"
     )
-    result = snakemake(tmp_path / "work", "--configfile", str(config))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "rule train_baseline:" in result.stdout + result.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/work/results/mlflow.db")
-    experiment = client.get_experiment_by_name("pneumonia")
-    runs = client.search_runs([experiment.experiment_id])
-    pipelines = [r for r in runs if r.data.tags.get("pneumoflow.kind") == "pipeline"]
-    assert len(pipelines) == 1 and pipelines[0].info.status == "FINISHED"
-    baseline = [r for r in runs if r.data.tags.get("pneumoflow.rule") == "train_baseline"]
-    assert len(baseline) == 1 and baseline[0].info.status == "FINISHED"
-    assert baseline[0].data.tags[model_run.PIPELINE_TAG] == pipelines[0].info.run_id
-    assert {r.data.tags.get("pneumoflow.rule") for r in runs} <= {None, "train_baseline", "evaluate"}
+
+    def runs(rule: str, *targets: str):
+        result = snakemake(tmp_path / "work", *targets, "--configfile", str(config))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"rule {rule}:" in result.stdout + result.stderr
+        found = client.search_runs([client.get_experiment_by_name("pneumonia").experiment_id])
+        pipelines = [r for r in found if r.data.tags.get("pneumoflow.kind") == "pipeline"]
+        assert all(r.info.status == "FINISHED" for r in pipelines)
+        (baseline,) = [r for r in found if r.data.tags.get("pneumoflow.rule") == "train_baseline"]
+        return pipelines, baseline
+
+    pipelines, baseline = runs("train_baseline", "results/models/baseline/model.json")
+    assert len(pipelines) == 1 and baseline.info.status == "FINISHED"
+    assert baseline.data.tags[model_run.PIPELINE_TAG] == pipelines[0].info.run_id
+    assert not any(k.startswith("test_") for k in baseline.data.metrics)
+    pipelines, baseline = runs("evaluate")  # the rest: evaluation and report
+    assert len(pipelines) == 2  # its own pipeline run, though only the evaluation logs
+    assert "test_roc_auc" in baseline.data.metrics
+
+
+def test_a_registered_unets_box_settings_come_from_its_newest_finished_postprocess_run(
+    sqlite_settings, tmp_path, caplog
+):
+    from pneumoflow.tracking.model_files import _download_tuned_postprocess
+
+    client = connect(sqlite_settings)
+    experiment = experiment_id(client, sqlite_settings)
+    unet, other_unet = (client.create_run(experiment).info.run_id for _ in range(2))
+    for start, unet_run, threshold, status in (
+        (1000, unet, 0.3, "FINISHED"),
+        (2000, unet, 0.4, "FINISHED"),  # the one to take
+        (3000, unet, 0.6, "FAILED"),
+        (4000, other_unet, 0.7, "FINISHED"),
+    ):
+        run = client.create_run(experiment, start_time=start, tags={model_run.UNET_RUN_TAG: unet_run})
+        settings = tmp_path / f"{start}" / "postprocess.json"
+        settings.parent.mkdir()
+        settings.write_text(json.dumps({"threshold": threshold}))
+        client.log_artifact(run.info.run_id, str(settings), model_run.OUTPUTS)
+        client.set_terminated(run.info.run_id, status)
+    for name in ("picked", "none", "unnamed"):
+        (tmp_path / name).mkdir()
+    _download_tuned_postprocess(client, "models:/pneumoflow-unet@current", unet, tmp_path / "picked")
+    assert json.loads((tmp_path / "picked/postprocess.json").read_text()) == {"threshold": 0.4}
+    # none tuned, or no training run named: a warning, no file, and predict's defaults
+    _download_tuned_postprocess(client, "models:/pneumoflow-unet/3", "untuned", tmp_path / "none")
+    _download_tuned_postprocess(client, "models:/pneumoflow-unet/4", None, tmp_path / "unnamed")
+    assert not list((tmp_path / "none").iterdir()) and not list((tmp_path / "unnamed").iterdir())
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("pneumoflow-unet/3: no tuned box settings" in m and "untuned" in m for m in warned), warned
+    assert any("pneumoflow-unet/4: no tuned box settings" in m for m in warned), warned

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
 
-from pneumoflow.tracking.model_run import OUTPUTS, UNET_RUN_TAG
+from pneumoflow.tracking.model_run import OUTPUTS, UNET_RUN_TAG, quick_requests
 from pneumoflow.tracking.registry import ALIAS, registered_name
 
 log = logging.getLogger(__name__)
@@ -94,24 +95,31 @@ def download_registered(uri: str, dest: str | Path, tracking_uri: str) -> Path:
     (Path(dest) / model).mkdir(parents=True, exist_ok=True)
     shutil.move(found, Path(dest) / model / file)
     if model == "unet":
-        _download_tuned_postprocess(uri, mlflow.models.Model.load(str(local)).run_id, Path(dest) / model)
+        unet_run = mlflow.models.Model.load(str(local)).run_id
+        _download_tuned_postprocess(mlflow.MlflowClient(tracking_uri), uri, unet_run, Path(dest) / model)
     return Path(dest)
 
 
-def _download_tuned_postprocess(uri: str, unet_run: str, folder: Path) -> None:
-    """postprocess.json from the newest finished postprocess run that tuned the boxes of the
-    U-Net trained in `unet_run`, into `folder`; with none, predict uses its default settings."""
-    client = mlflow.MlflowClient()
-    found = client.search_runs(
-        [client.get_run(unet_run).info.experiment_id],
-        filter_string=f"tags.`{UNET_RUN_TAG}` = '{unet_run}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not found:
-        log.warning("%s: no box post-processing was tuned for it (rule postprocess): default settings", uri)
+def _download_tuned_postprocess(client, uri: str, unet_run: str | None, folder: Path) -> None:
+    """postprocess.json from the newest finished postprocess run (in any experiment) that tuned
+    the boxes of the U-Net trained in `unet_run`, into `folder`. Where there is none, or the
+    store cannot give it, it warns and predict uses its default settings."""
+    try:
+        if not unet_run:
+            raise FileNotFoundError("its MLmodel names no training run")
+        with quick_requests():
+            found = client.search_runs(
+                [e.experiment_id for e in client.search_experiments()],
+                filter_string=f"tags.`{UNET_RUN_TAG}` = '{unet_run}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if not found:
+                raise FileNotFoundError(f"no finished postprocess run is tagged {UNET_RUN_TAG}={unet_run}")
+            with tempfile.TemporaryDirectory() as tmp:
+                fetched = client.download_artifacts(found[0].info.run_id, f"{OUTPUTS}/postprocess.json", tmp)
+                shutil.move(fetched, folder / "postprocess.json")
+    except (MlflowException, OSError) as exc:
+        log.warning("%s: no tuned box settings (rule postprocess), so the default ones: %s", uri, exc)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        fetched = client.download_artifacts(found[0].info.run_id, f"{OUTPUTS}/postprocess.json", tmp)
-        shutil.move(fetched, folder / "postprocess.json")
     log.info("box settings of %s: postprocess.json of run %s", uri, found[0].info.run_id)
