@@ -172,16 +172,18 @@ def test_each_model_is_stored_once(ui, tiny_run):
         assert sum(others.values()) < 2e6 and sum(others.values()) < model_file.stat().st_size / 4, others
 
 
+def _predict(tiny_run: Path, images: list[Path], models: str, out: Path) -> subprocess.CompletedProcess:
+    """`pneumoflow predict` run from the tiny run's folder, as a user runs it."""
+    command = [sys.executable, "-m", "pneumoflow", "predict", *images, "--models", models, "--out", out]
+    return subprocess.run(command, capture_output=True, text=True, cwd=tiny_run, env=_env())
+
+
 def test_predict_loads_a_registered_model(ui, tiny_run, tmp_path):
     images = sorted((tiny_run / "data/synthetic/stage_2_train_images").glob("*.dcm"))[:4]
     tables = {}
     for source in ("results/models", f"models:/pneumoflow-vgg16@{ALIAS}"):
         out = tmp_path / f"{len(tables)}.csv"
-        result = subprocess.run(
-            [sys.executable, "-m", "pneumoflow", "predict", *map(str, images), "--models", source, "--out",
-             str(out)],
-            capture_output=True, text=True, cwd=tiny_run, env=_env(),
-        )  # fmt: skip
+        result = _predict(tiny_run, images, source, out)
         assert result.returncode == 0, result.stderr[-2000:]
         tables[source] = pd.read_csv(out)
     from_registry = tables[f"models:/pneumoflow-vgg16@{ALIAS}"]
@@ -210,11 +212,7 @@ def test_a_registered_unet_brings_the_box_settings_tuned_for_it(tiny_run, tmp_pa
     tables = []
     for source in (str(tmp_path / "local"), uri):
         out = tmp_path / f"{len(tables)}.csv"
-        result = subprocess.run(
-            [sys.executable, "-m", "pneumoflow", "predict", *map(str, images), "--models", source, "--out",
-             str(out)],
-            capture_output=True, text=True, cwd=tiny_run, env=_env(),
-        )  # fmt: skip
+        result = _predict(tiny_run, images, source, out)
         assert result.returncode == 0, result.stderr[-2000:]
         tables.append(pd.read_csv(out, keep_default_na=False))
     assert f"box settings of {uri}: postprocess.json of run" in result.stderr, result.stderr[-2000:]
