@@ -23,7 +23,8 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from pneumoflow.tracking.model_run import OUTPUTS, UNET_RUN_TAG, quick_requests
+from pneumoflow.tracking import run_cache
+from pneumoflow.tracking.model_run import UNET_RUN_TAG, quick_requests
 from pneumoflow.tracking.registry import ALIAS, registered_name
 
 log = logging.getLogger(__name__)
@@ -108,18 +109,13 @@ def _download_tuned_postprocess(client, uri: str, unet_run: str | None, folder: 
         if not unet_run:
             raise FileNotFoundError("its MLmodel names no training run")
         with quick_requests():
-            found = client.search_runs(
-                [e.experiment_id for e in client.search_experiments()],
-                filter_string=f"tags.`{UNET_RUN_TAG}` = '{unet_run}' and attributes.status = 'FINISHED'",
-                order_by=["attributes.start_time DESC"],
-                max_results=1,
-            )
-            if not found:
+            experiments = [e.experiment_id for e in client.search_experiments()]
+            tuned = run_cache.newest_finished_run(client, experiments, UNET_RUN_TAG, unet_run)
+            if tuned is None:
                 raise FileNotFoundError(f"no finished postprocess run is tagged {UNET_RUN_TAG}={unet_run}")
-            with tempfile.TemporaryDirectory() as tmp:
-                fetched = client.download_artifacts(found[0].info.run_id, f"{OUTPUTS}/postprocess.json", tmp)
-                shutil.move(fetched, folder / "postprocess.json")
+            settings = {"postprocess.json": folder / "postprocess.json"}
+            run_cache.restore_outputs(client, tuned.info.run_id, settings)
     except (MlflowException, OSError) as exc:
         log.warning("%s: no tuned box settings (rule postprocess), so the default ones: %s", uri, exc)
         return
-    log.info("box settings of %s: postprocess.json of run %s", uri, found[0].info.run_id)
+    log.info("box settings of %s: postprocess.json of run %s", uri, tuned.info.run_id)

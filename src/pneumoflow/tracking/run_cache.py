@@ -43,9 +43,14 @@ def hash_files(paths: Iterable[str | Path]) -> str:
 
 def find_cached_run(client, exp_id: str, fp: str):
     """The newest FINISHED run of the experiment tagged with fingerprint `fp`, or None."""
+    return newest_finished_run(client, [exp_id], FINGERPRINT_TAG, fp)
+
+
+def newest_finished_run(client, experiment_ids: list[str], tag: str, value: str):
+    """The newest FINISHED run in `experiment_ids` tagged `tag` = `value`, or None."""
     runs = client.search_runs(
-        [exp_id],
-        filter_string=f"tags.`{FINGERPRINT_TAG}` = '{fp}' and attributes.status = 'FINISHED'",
+        experiment_ids,
+        filter_string=f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
